@@ -1,0 +1,34 @@
+"""Backends: one module per runtime behind :class:`~pytest_ipw.backends.base.Backend`.
+
+Runtimes are imported only when a model of theirs is loaded (llama_cpp, vllm... are heavy).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import Backend, Generation, GenerationSettings
+
+#: scheme used in --ipw-model -> module with ``load(spec, settings, accelerator) -> Backend``
+BACKENDS: dict[str, str] = {
+    "llama-cpp": "pytest_ipw.backends.llama_cpp",
+    "recorded": "pytest_ipw.backends.recorded",
+}
+
+
+def load_backend(spec: Any, settings: GenerationSettings, accelerator: Any) -> Backend:
+    """Load ``spec`` (a :class:`~pytest_ipw.models.ModelSpec`) on ``accelerator`` (a LocalDevice)."""
+    module = importlib.import_module(BACKENDS[spec.backend])
+    return module.load(spec, settings, accelerator)
+
+
+def check_backend_spec(spec: Any) -> None:
+    """Cheap early check of a model spec (file exists, right format...); raises IPWUsageError."""
+    module = importlib.import_module(BACKENDS[spec.backend])
+    check = getattr(module, "check", None)
+    if check is not None:
+        check(spec)
+
+
+__all__ = ["BACKENDS", "Backend", "Generation", "GenerationSettings", "check_backend_spec", "load_backend"]

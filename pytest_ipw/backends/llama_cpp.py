@@ -1,0 +1,144 @@
+"""llama-cpp-python: GGUF models in-process, on the CPU or offloaded to a GPU / Metal.
+
+Deterministic by default: temperature 0 and a fixed seed. The prompt-prefix cache is kept between
+queries (outputs are identical in any order at temperature 0, and it saves about a third of the time);
+``keep_prefix_cache=False`` resets the model state before each query instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import IPWUsageError
+from ..models import ModelSpec, check_gguf, embedded_gguf_path, resolve_model_file
+from .base import Backend, Generation, GenerationSettings
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """llama.cpp prints load logs on fd 2 even with verbose=False; keep pytest's output clean."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class LlamaCppBackend(Backend):
+    kind = "llama-cpp"
+
+    def __init__(self, llama: Any, model_file: str, settings: GenerationSettings, gpu_layers: int):
+        self._llama = llama
+        self.model_file = model_file
+        self.settings = settings
+        self.gpu_layers = gpu_layers
+
+    def generate(self, prompt: str) -> Generation:
+        llama = self._llama
+        if not self.settings.keep_prefix_cache:
+            llama.reset()
+        started = time.perf_counter()
+        first_token_at: float | None = None
+        text_parts: list[str] = []
+        finish_reason = None
+        chunks = 0
+        stream = llama.create_chat_completion(
+            messages=[{"role": "user", "content": prompt}],
+            temperature=self.settings.temperature,
+            seed=self.settings.seed,
+            max_tokens=self.settings.max_tokens,
+            stream=True,
+        )
+        for chunk in stream:
+            choice = chunk["choices"][0]
+            content = choice.get("delta", {}).get("content")
+            if content:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                text_parts.append(content)
+                chunks += 1
+            if choice.get("finish_reason"):
+                finish_reason = choice["finish_reason"]
+        latency = time.perf_counter() - started
+        # Streaming yields no usage block. Each streamed chunk is one completion token (llama-cpp-python
+        # yields per token), and afterwards the context holds prompt + completion tokens, less the last
+        # one when generation stopped at max_tokens (sampled, never evaluated). This matches the usage
+        # block of a non-streamed call exactly (tests/test_end_to_end.py checks it).
+        text = "".join(text_parts)
+        tokens_out = chunks
+        tokens_in = llama.n_tokens - tokens_out + (1 if finish_reason == "length" else 0)
+        return Generation(
+            text=text,
+            tokens_in=max(0, tokens_in),
+            tokens_out=tokens_out,
+            latency_s=latency,
+            ttft_s=(first_token_at - started) if first_token_at is not None else None,
+            finish_reason=finish_reason,
+        )
+
+    def info(self) -> dict[str, Any]:
+        import llama_cpp
+
+        return {
+            "backend": self.kind,
+            "runtime_version": getattr(llama_cpp, "__version__", "unknown"),
+            "model_file": self.model_file,
+            "model_bytes": os.path.getsize(self.model_file),
+            "gpu_layers": self.gpu_layers,
+            "chat_format": getattr(self._llama, "chat_format", None),
+            **self.settings.to_dict(),
+        }
+
+    def close(self) -> None:
+        if self._llama is not None:
+            close = getattr(self._llama, "close", None)
+            if close is not None:
+                close()
+            self._llama = None
+
+
+def check(spec: ModelSpec) -> None:
+    if spec.options.get("embedded"):
+        embedded_gguf_path()
+    else:
+        check_gguf(Path(spec.location).expanduser(), spec.name)
+
+
+def load(spec: ModelSpec, settings: GenerationSettings, accelerator: Any) -> LlamaCppBackend:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise IPWUsageError(
+            "the llama-cpp backend needs llama-cpp-python: pip install llama-cpp-python "
+            "(it builds from source, about 11 minutes on 2 cores)"
+        ) from None
+    model_file = resolve_model_file(spec)
+    gpu_layers = -1 if accelerator.profile.offload else 0
+    try:
+        with _quiet_stderr():
+            llama = llama_cpp.Llama(
+                model_path=str(model_file),
+                n_ctx=settings.context_size,
+                n_gpu_layers=gpu_layers,
+                seed=settings.seed,
+                n_threads=settings.threads,
+                verbose=False,
+            )
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise IPWUsageError(
+            f"llama.cpp could not load model {spec.name} from {model_file}: {exc}. "
+            "The file may be truncated or corrupt, or made for a newer llama.cpp; re-download it or "
+            "upgrade llama-cpp-python"
+        ) from None
+    return LlamaCppBackend(llama, str(model_file), settings, gpu_layers)

@@ -1,0 +1,74 @@
+"""A backend that replays recorded answers: re-score a past run, or test without running a model.
+
+``--ipw-model=recorded:answers.jsonl`` where each line is ``{"prompt": ..., "response": ...}`` and
+optionally ``tokens_in``, ``tokens_out``, ``latency_s``, ``ttft_s``, ``finish_reason``. A results file
+written by ``--ipw-json`` can be turned into one (its records carry prompt and response).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import IPWUsageError
+from ..models import ModelSpec
+from .base import Backend, Generation, GenerationSettings
+
+
+def read_answers(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        raise IPWUsageError(f"recorded answers file {path} does not exist; check --ipw-model=recorded:PATH")
+    answers: dict[str, dict[str, Any]] = {}
+    with path.open("r", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise IPWUsageError(f"recorded answers {path}, line {number}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
+                raise IPWUsageError(f"recorded answers {path}, line {number}: needs string fields 'prompt' and 'response'")
+            answers[row["prompt"]] = row
+    return answers
+
+
+class RecordedBackend(Backend):
+    kind = "recorded"
+
+    def __init__(self, path: Path, settings: GenerationSettings):
+        self.path = path
+        self.settings = settings
+        self.answers = read_answers(path)
+
+    def generate(self, prompt: str) -> Generation:
+        row = self.answers.get(prompt)
+        if row is None:
+            if prompt.startswith("Reply with the word OK"):  # the plugin's warm-up prompt
+                return Generation(text="OK", tokens_in=0, tokens_out=1, latency_s=0.0, ttft_s=0.0, finish_reason="stop")
+            raise IPWUsageError(f"recorded answers {self.path} have no answer for the prompt {prompt[:60]!r}")
+        latency = float(row.get("latency_s", 0.0))
+        if latency > 0:
+            time.sleep(latency)  # so that meters see a window of the recorded length
+        text = row["response"]
+        return Generation(
+            text=text,
+            tokens_in=int(row.get("tokens_in", len(prompt.split()))),
+            tokens_out=int(row.get("tokens_out", len(text.split()))),
+            latency_s=latency,
+            ttft_s=row.get("ttft_s"),
+            finish_reason=row.get("finish_reason", "stop"),
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": self.kind, "answers_file": str(self.path), "answers": len(self.answers)}
+
+
+def check(spec: ModelSpec) -> None:
+    read_answers(Path(spec.location).expanduser())
+
+
+def load(spec: ModelSpec, settings: GenerationSettings, accelerator: Any) -> RecordedBackend:
+    return RecordedBackend(Path(spec.location).expanduser(), settings)

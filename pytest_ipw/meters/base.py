@@ -1,0 +1,214 @@
+"""The meter interface: energy over a window, with its provenance.
+
+Two shapes of sensor exist. *Counters* (NVML total energy, RAPL ``energy_uj``, DCGM total energy) are read
+at the start and the end of a window: no thread, no integration error. *Power gauges* (NVML power usage,
+powermetrics, a psutil estimate) are sampled by a background thread and integrated with the trapezoid
+rule over the window; every sample of the window is kept, however long it runs.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+MEASURED = "measured"
+ESTIMATED = "estimated"
+PROVENANCES = (MEASURED, ESTIMATED)
+DOMAINS = ("gpu", "cpu", "soc", "dram", "system")
+
+#: flag set on a window shorter than the sensor's update period: its figure is not precise
+FLAG_SHORT_WINDOW = "window-shorter-than-sensor-period"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Energy used over one window, and where the figure comes from."""
+
+    joules: float
+    seconds: float
+    sensor: str
+    provenance: str  # "measured" | "estimated"
+    domain: str  # "gpu" | "cpu" | "soc" | "dram" | "system", or "a+b" for a sum
+    samples: int = 0
+    flags: tuple[str, ...] = ()
+    parts: tuple["Measurement", ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.provenance not in PROVENANCES:
+            raise ValueError(f"provenance must be one of {PROVENANCES}, got {self.provenance!r}")
+
+    @property
+    def watts(self) -> float:
+        """Mean power over the window (0 for an empty window rather than a division error)."""
+        return self.joules / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "joules": self.joules,
+            "seconds": self.seconds,
+            "watts": self.watts,
+            "sensor": self.sensor,
+            "provenance": self.provenance,
+            "domain": self.domain,
+            "samples": self.samples,
+            "flags": list(self.flags),
+        }
+        if self.parts:
+            data["parts"] = [part.to_dict() for part in self.parts]
+        if self.extra:
+            data["extra"] = dict(self.extra)
+        return data
+
+
+class Window:
+    """Handle yielded by :meth:`Meter.window`; ``measurement`` is set when the block exits."""
+
+    measurement: Measurement | None = None
+
+
+class Meter(abc.ABC):
+    """Measures energy over windows. Subclasses implement :meth:`_begin` and :meth:`_end`.
+
+    Windows do not nest on one meter: ``start()`` twice without ``stop()`` is a programming error.
+    """
+
+    #: short registry name, e.g. "nvml", "estimate"
+    name: str = "meter"
+    provenance: str = MEASURED
+    domain: str = "system"
+    #: how often the underlying sensor updates; shorter windows are flagged
+    update_period_s: float = 0.0
+
+    def __init__(self) -> None:
+        self._started_at: float | None = None
+
+    @property
+    def sensor(self) -> str:
+        """Human-readable sensor description for reports, e.g. "nvml: GPU0 NVIDIA H100 (energy counter)"."""
+        return self.name
+
+    def describe(self) -> dict[str, Any]:
+        """What is known about the sensor and device (driver, power limit...), for machine_info."""
+        return {"meter": self.name, "sensor": self.sensor, "provenance": self.provenance, "domain": self.domain}
+
+    def start(self) -> None:
+        if self._started_at is not None:
+            raise RuntimeError(f"meter {self.name!r} already has an open window; call stop() first")
+        self._started_at = time.perf_counter()
+        self._begin()
+
+    def stop(self) -> Measurement:
+        if self._started_at is None:
+            raise RuntimeError(f"meter {self.name!r} has no open window; call start() first")
+        try:
+            measurement = self._end()
+        finally:
+            self._started_at = None
+        if 0 < measurement.seconds < self.update_period_s and FLAG_SHORT_WINDOW not in measurement.flags:
+            measurement = _with_flag(measurement, FLAG_SHORT_WINDOW)
+        return measurement
+
+    @contextmanager
+    def window(self) -> Iterator[Window]:
+        """``with meter.window() as w: ...`` then ``w.measurement``. A failing block still stops the meter."""
+        handle = Window()
+        self.start()
+        try:
+            yield handle
+        finally:
+            handle.measurement = self.stop()
+
+    def close(self) -> None:
+        """Release sensor handles and threads; safe to call twice."""
+
+    @abc.abstractmethod
+    def _begin(self) -> None: ...
+
+    @abc.abstractmethod
+    def _end(self) -> Measurement: ...
+
+
+def _with_flag(measurement: Measurement, flag: str) -> Measurement:
+    from dataclasses import replace
+
+    return replace(measurement, flags=measurement.flags + (flag,))
+
+
+def integrate_trapezoid(times: Sequence[float], watts: Sequence[float]) -> float:
+    """Joules from power samples at increasing timestamps (seconds), by the trapezoid rule."""
+    if len(times) != len(watts):
+        raise ValueError("times and watts must have the same length")
+    total = 0.0
+    for i in range(1, len(times)):
+        dt = times[i] - times[i - 1]
+        if dt < 0:
+            raise ValueError("sample timestamps must not decrease")
+        total += 0.5 * (watts[i] + watts[i - 1]) * dt
+    return total
+
+
+def counter_delta(before: float, after: float, wrap_at: float | None) -> float:
+    """Increase of a cumulative counter that wraps to 0 after ``wrap_at`` (RAPL ``max_energy_range_uj``)."""
+    if after >= before:
+        return after - before
+    if wrap_at is None or wrap_at <= 0:
+        raise ValueError(f"counter went backwards ({before} -> {after}) and no wrap-around range is known")
+    return (wrap_at - before) + after
+
+
+class PowerSampler:
+    """Background thread reading a power gauge at a fixed rate; windows integrate its samples.
+
+    ``read_watts`` is called from the sampler thread only (and once on start/stop from the caller),
+    so sensors need not be thread-safe beyond that.
+    """
+
+    def __init__(self, read_watts: Callable[[], float], interval_s: float = 0.05, clock: Callable[[], float] = time.perf_counter):
+        if interval_s <= 0:
+            raise ValueError(f"sampling interval must be positive, got {interval_s}")
+        self._read = read_watts
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._times: list[float] = []
+        self._watts: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        value = float(self._read())
+        now = self._clock()
+        with self._lock:
+            self._times.append(now)
+            self._watts.append(value)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def begin(self) -> None:
+        with self._lock:
+            self._times.clear()
+            self._watts.clear()
+        self._sample()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="pytest-ipw-power-sampler", daemon=True)
+        self._thread.start()
+
+    def end(self) -> tuple[float, float, int]:
+        """Stop sampling; return (joules, seconds, samples) of the window."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._sample()
+        with self._lock:
+            times, watts = list(self._times), list(self._watts)
+        seconds = times[-1] - times[0] if len(times) > 1 else 0.0
+        return integrate_trapezoid(times, watts), seconds, len(times)
+

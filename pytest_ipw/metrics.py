@@ -1,0 +1,196 @@
+"""The maths of intelligence per watt: pure functions over per-query records.
+
+Definitions (also in README):
+- accuracy = correct / queries (an unscorable answer counts as wrong and stays in the denominator);
+- mean power = mean over queries of (joules / seconds) of each query's measurement window;
+- IPW = accuracy / mean power (per watt); IPJ = accuracy / mean joules per query (per joule);
+- coverage = share of queries that at least one model × accelerator answered correctly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; well behaved at 0 and at ``trials``."""
+    if trials <= 0:
+        return (0.0, 1.0)
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must lie in [0, {trials}], got {successes}")
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method), ``q`` in [0, 100]."""
+    if not values:
+        return math.nan
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must lie in [0, 100], got {q}")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    lower = math.floor(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+def safe_ratio(numerator: float, denominator: float) -> float | None:
+    """``numerator / denominator``, or None where the ratio is undefined (no energy measured)."""
+    if denominator is None or not math.isfinite(denominator) or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def combine_provenance(values: Iterable[str]) -> str:
+    """``measured`` or ``estimated`` when all agree, else ``mixed`` (a report must say so)."""
+    distinct = set(values)
+    if not distinct:
+        return "none"
+    if len(distinct) == 1:
+        return distinct.pop()
+    return "mixed"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Aggregate of one model × accelerator over its queries."""
+
+    model: str
+    accelerator: str
+    queries: int
+    correct: int
+    unscorable: int
+    accuracy: float
+    accuracy_low: float
+    accuracy_high: float
+    mean_joules: float
+    mean_watts: float
+    ipw: float | None
+    ipj: float | None
+    joules_per_correct: float | None
+    latency_p50_s: float
+    latency_p95_s: float
+    tokens_per_s: float | None
+    mean_tokens_out: float
+    provenance: str
+    meter: str
+    domain: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
+    """Aggregate the records of one model × accelerator (all records must share them)."""
+    if not records:
+        raise ValueError("cannot summarise an empty set of records")
+    models = {r["model"] for r in records}
+    accelerators = {r["accelerator"] for r in records}
+    if len(models) != 1 or len(accelerators) != 1:
+        raise ValueError("summarize() takes the records of one model × accelerator; group them first")
+    n = len(records)
+    correct = sum(1 for r in records if r["correct"])
+    unscorable = sum(1 for r in records if r["unscorable"])
+    accuracy = correct / n
+    low, high = wilson_interval(correct, n)
+    mean_joules = math.fsum(r["joules"] for r in records) / n
+    mean_watts = math.fsum(r["watts"] for r in records) / n
+    generation_seconds = math.fsum(r["latency_s"] for r in records)
+    tokens_out = sum(r["tokens_out"] for r in records)
+    latencies = [r["latency_s"] for r in records]
+    return Summary(
+        model=models.pop(),
+        accelerator=accelerators.pop(),
+        queries=n,
+        correct=correct,
+        unscorable=unscorable,
+        accuracy=accuracy,
+        accuracy_low=low,
+        accuracy_high=high,
+        mean_joules=mean_joules,
+        mean_watts=mean_watts,
+        ipw=safe_ratio(accuracy, mean_watts),
+        ipj=safe_ratio(accuracy, mean_joules),
+        joules_per_correct=safe_ratio(mean_joules * n, correct),
+        latency_p50_s=percentile(latencies, 50),
+        latency_p95_s=percentile(latencies, 95),
+        tokens_per_s=safe_ratio(tokens_out, generation_seconds),
+        mean_tokens_out=tokens_out / n,
+        provenance=combine_provenance(r["provenance"] for r in records),
+        meter=" + ".join(sorted({r["meter"] for r in records})),
+        domain=" + ".join(sorted({r.get("energy_domain", "?") for r in records})),
+    )
+
+
+def group_by(records: Iterable[Mapping[str, Any]], *keys: str) -> dict[tuple[Any, ...], list[Mapping[str, Any]]]:
+    """Group records by the given keys, keeping first-seen order of groups and records."""
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(tuple(record[k] for k in keys), []).append(record)
+    return groups
+
+
+def accuracy_by(records: Iterable[Mapping[str, Any]], key: str) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(model, accelerator, key value) -> (correct, total), e.g. accuracy per domain."""
+    table: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for record in records:
+        cell = (record["model"], record["accelerator"], record[key])
+        hits, total = table.get(cell, (0, 0))
+        table[cell] = (hits + bool(record["correct"]), total + 1)
+    return table
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Share of queries answered correctly by at least one of ``systems``."""
+
+    systems: tuple[str, ...]
+    queries: int
+    covered: int
+    by_domain: dict[str, tuple[int, int]]  # domain -> (covered, queries)
+
+    @property
+    def share(self) -> float:
+        return self.covered / self.queries if self.queries else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "systems": list(self.systems),
+            "queries": self.queries,
+            "covered": self.covered,
+            "coverage": self.share,
+            "by_domain": {
+                domain: {"queries": total, "covered": hit, "coverage": hit / total if total else 0.0}
+                for domain, (hit, total) in sorted(self.by_domain.items())
+            },
+        }
+
+
+def coverage(records: Iterable[Mapping[str, Any]]) -> Coverage:
+    """Coverage over every query that appears in ``records`` (keyed by query id)."""
+    solved: dict[str, bool] = {}
+    domain_of: dict[str, str] = {}
+    systems: set[str] = set()
+    for record in records:
+        query_id = record["query_id"]
+        solved[query_id] = solved.get(query_id, False) or bool(record["correct"])
+        domain_of[query_id] = record["domain"]
+        systems.add(f"{record['model']}@{record['accelerator']}")
+    by_domain: dict[str, tuple[int, int]] = {}
+    for query_id, ok in solved.items():
+        hit, total = by_domain.get(domain_of[query_id], (0, 0))
+        by_domain[domain_of[query_id]] = (hit + ok, total + 1)
+    return Coverage(
+        systems=tuple(sorted(systems)),
+        queries=len(solved),
+        covered=sum(solved.values()),
+        by_domain=by_domain,
+    )

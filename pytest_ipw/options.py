@@ -1,0 +1,137 @@
+"""Command-line options (one ``ipw`` group) and the settings object built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from .errors import IPWUsageError
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ipw", "intelligence per watt (pytest-ipw)")
+    add = group.addoption
+    add("--ipw-model", metavar="SPEC[,SPEC...]", default=None,
+        help="model(s) to benchmark: a short name (smollm2-135m, smollm2-135m-q8_0, ...), a .gguf path, "
+             "or BACKEND:LOCATION. Several, comma-separated, become a parameter axis. Default: smollm2-135m.")
+    add("--ipw-accelerator", metavar="NAME[,NAME...]", default=None,
+        help="accelerator profile(s) to run on (cpu, m4max, h100, a100, rtx4090, ...). "
+             "Default: the best one detected here.")
+    add("--ipw-meter", metavar="NAME", default=None,
+        help="power meter to use (nvml, estimate, ...). Default: the accelerator's natural meter, "
+             "else a labelled estimate.")
+    add("--ipw-profiles", metavar="FILE", default=None,
+        help="JSON file of extra accelerator profiles (same fields as the built-in registry).")
+    add("--ipw-dataset", metavar="FILE", default=None,
+        help="query set (JSONL, CSV or Parquet, README's schema). Default: the shipped set.")
+    add("--ipw-limit", metavar="N", type=int, default=None,
+        help="use at most N queries (taken round-robin across domains).")
+    add("--ipw-domains", metavar="D[,D...]", default=None, help="only queries of these domains.")
+    add("--ipw-min-accuracy", metavar="FRACTION", type=float, default=None,
+        help="fail the run when a model × accelerator scores below this accuracy (0..1).")
+    add("--ipw-min-ipw", metavar="PER_WATT", type=float, default=None,
+        help="fail the run when a model × accelerator has IPW (accuracy per watt) below this.")
+    add("--ipw-json", metavar="PATH", default=None, help="write all records and summaries to this JSON file.")
+    add("--ipw-max-tokens", metavar="N", type=int, default=64, help="generation limit per answer (default 64).")
+    add("--ipw-temperature", metavar="T", type=float, default=0.0, help="sampling temperature (default 0).")
+    add("--ipw-seed", metavar="N", type=int, default=0, help="sampling seed (default 0).")
+    add("--ipw-context", metavar="N", type=int, default=2048, help="context size in tokens (default 2048).")
+    add("--ipw-threads", metavar="N", type=int, default=None, help="CPU threads for llama.cpp (default: its own).")
+    add("--ipw-warmup", metavar="N", type=int, default=1,
+        help="warm-up generations after loading each model, not measured (default 1).")
+    add("--ipw-reset-state", action="store_true", default=False,
+        help="reset the model state before each query instead of keeping the prompt-prefix cache.")
+
+
+def _csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [part.strip() for part in value.split(",") if part.strip()]
+    return items or None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    models: str | None
+    accelerators: list[str] | None
+    meter: str | None
+    profiles_file: str | None
+    dataset: str | None
+    limit: int | None
+    domains: list[str] | None
+    min_accuracy: float | None
+    min_ipw: float | None
+    json_path: str | None
+    max_tokens: int
+    temperature: float
+    seed: int
+    context_size: int
+    threads: int | None
+    warmup: int
+    reset_state: bool
+
+    @property
+    def explicitly_used(self) -> bool:
+        """Whether the user passed any option that names something to validate now."""
+        return any(v is not None for v in (self.models, self.accelerators, self.meter, self.profiles_file,
+                                           self.dataset, self.limit, self.domains))
+
+
+def read_options(config: pytest.Config) -> RunOptions:
+    get = config.getoption
+    options = RunOptions(
+        models=get("ipw_model"),
+        accelerators=_csv(get("ipw_accelerator")),
+        meter=get("ipw_meter"),
+        profiles_file=get("ipw_profiles"),
+        dataset=get("ipw_dataset"),
+        limit=get("ipw_limit"),
+        domains=_csv(get("ipw_domains")),
+        min_accuracy=get("ipw_min_accuracy"),
+        min_ipw=get("ipw_min_ipw"),
+        json_path=get("ipw_json"),
+        max_tokens=get("ipw_max_tokens"),
+        temperature=get("ipw_temperature"),
+        seed=get("ipw_seed"),
+        context_size=get("ipw_context"),
+        threads=get("ipw_threads"),
+        warmup=get("ipw_warmup"),
+        reset_state=get("ipw_reset_state"),
+    )
+    _check_ranges(options)
+    return options
+
+
+def _check_ranges(options: RunOptions) -> None:
+    checks: list[tuple[bool, str]] = [
+        (options.min_accuracy is None or 0 <= options.min_accuracy <= 1,
+         f"--ipw-min-accuracy must lie in 0..1 (a fraction), got {options.min_accuracy}"),
+        (options.min_ipw is None or options.min_ipw >= 0, f"--ipw-min-ipw must not be negative, got {options.min_ipw}"),
+        (options.max_tokens >= 1, f"--ipw-max-tokens must be at least 1, got {options.max_tokens}"),
+        (options.temperature >= 0, f"--ipw-temperature must not be negative, got {options.temperature}"),
+        (options.context_size >= 64, f"--ipw-context must be at least 64, got {options.context_size}"),
+        (options.threads is None or options.threads >= 1, f"--ipw-threads must be at least 1, got {options.threads}"),
+        (options.warmup >= 0, f"--ipw-warmup must not be negative, got {options.warmup}"),
+        (options.limit is None or options.limit >= 1, f"--ipw-limit must be at least 1, got {options.limit}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise IPWUsageError(message)
+
+
+def marker_thresholds(marker: Any) -> dict[str, Any]:
+    """Validated keyword arguments of ``@pytest.mark.ipw(min_accuracy=..., min_ipw=..., domains=...)``."""
+    allowed = {"min_accuracy", "min_ipw", "domains"}
+    unknown = sorted(set(marker.kwargs) - allowed)
+    if marker.args or unknown:
+        raise IPWUsageError(
+            f"@pytest.mark.ipw takes only the keywords {', '.join(sorted(allowed))}"
+            + (f"; got {', '.join(unknown)}" if unknown else "; got positional arguments")
+        )
+    domains = marker.kwargs.get("domains")
+    if isinstance(domains, str):
+        domains = [domains]
+    return {"min_accuracy": marker.kwargs.get("min_accuracy"), "min_ipw": marker.kwargs.get("min_ipw"),
+            "domains": list(domains) if domains else None}

@@ -1,0 +1,236 @@
+"""The pytest plugin: options, parametrization, fixtures and the end-of-session report.
+
+Kept thin: run state lives in :class:`~pytest_ipw.session.IPWSession`; maths, meters, backends,
+reports and files live in their own modules and are imported only when a benchmark needs them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from .errors import IPWUsageError
+from .options import add_options, marker_thresholds, read_options
+from .session import IPWSession, Target
+
+SESSION_KEY = pytest.StashKey[IPWSession]()
+RECORD_PROPERTY = "ipw_record"
+WARMUP_PROMPT = "Reply with the word OK."
+
+
+def _ipw(config: pytest.Config) -> IPWSession:
+    return config.stash[SESSION_KEY]
+
+
+def _stop(message: str) -> None:
+    """End the session with one clear line (no traceback); what was recorded so far is still reported."""
+    pytest.exit(f"pytest-ipw: {message}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "ipw(min_accuracy=None, min_ipw=None, domains=None): IPW thresholds for a benchmark, "
+        "and the query domains it runs on",
+    )
+    try:
+        session = IPWSession(read_options(config))
+        config.stash[SESSION_KEY] = session
+        config.pluginmanager.register(_RecordCollector(session), "ipw-record-collector")
+        if session.options.explicitly_used:
+            session.validate()  # bad input fails before any test runs
+    except IPWUsageError as exc:
+        raise pytest.UsageError(f"pytest-ipw: {exc}") from None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    names = metafunc.fixturenames
+    if "ipw_target" not in names and "ipw_query" not in names:
+        return
+    session = _ipw(metafunc.config)
+    try:
+        if "ipw_target" in names:
+            targets = session.targets
+            metafunc.parametrize("ipw_target", targets, ids=[t.id for t in targets], indirect=True, scope="session")
+        if "ipw_query" in names:
+            marker = metafunc.definition.get_closest_marker("ipw")
+            domains = marker_thresholds(marker)["domains"] if marker else None
+            queries = session.queries(domains)
+            metafunc.parametrize("ipw_query", queries, ids=[q.id for q in queries], indirect=True)
+    except IPWUsageError as exc:
+        # Errors raised here would become a collection traceback; report them once collection is done.
+        where = metafunc.definition.nodeid
+        session.collection_errors.setdefault(str(exc), where)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    session = _ipw(config)
+    if session.collection_errors:
+        message, where = next(iter(session.collection_errors.items()))
+        raise pytest.UsageError(f"pytest-ipw: {message} (while collecting {where})")
+    for item in items:
+        if "ipw_target" not in getattr(item, "fixturenames", ()):
+            continue
+        marker = item.get_closest_marker("ipw")
+        benchmark = item.nodeid.split("[", 1)[0]
+        if benchmark not in session.benchmark_markers:
+            try:
+                session.benchmark_markers[benchmark] = marker_thresholds(marker) if marker else {}
+            except IPWUsageError as exc:
+                raise pytest.UsageError(f"pytest-ipw: {benchmark}: {exc}") from None
+
+
+class _RecordCollector:
+    """Collects the records that tests attach to their reports (this also works across xdist workers)."""
+
+    def __init__(self, session: IPWSession):
+        self.session = session
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == RECORD_PROPERTY:
+                self.session.add_record(json.loads(value))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    ipw = config.stash.get(SESSION_KEY, None)
+    if ipw is None:
+        return
+    if not ipw.records or hasattr(config, "workerinput"):
+        return  # nothing measured, or an xdist worker: the controller reports
+    from .machine import machine_info
+    from .results import write_json_atomic
+
+    ipw.finish()
+    if ipw.misses and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    ipw.results = ipw.results_document(machine_info(ipw.devices))
+    if ipw.options.json_path:
+        try:
+            write_json_atomic(ipw.options.json_path, ipw.results)
+        except IPWUsageError as exc:
+            ipw.results["write_error"] = str(exc)
+    config.hook.pytest_ipw_results(config=config, results=ipw.results)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    ipw = config.stash.get(SESSION_KEY, None)
+    if ipw is None or ipw.results is None:
+        return
+    from .metrics import coverage
+    from .report import domain_table, provenance_notes, summary_table
+
+    write = terminalreporter.write_line
+    terminalreporter.section("intelligence per watt")
+    write(summary_table(ipw.summaries))
+    write("")
+    write("accuracy by domain; coverage = share of queries at least one model × accelerator answered correctly")
+    write(domain_table(ipw.records, coverage(ipw.records)))
+    write("")
+    notes = {t: info["fallback_reason"] for t, info in ipw.meter_info.items() if info.get("fallback_reason")}
+    for line in provenance_notes(ipw.records, notes):
+        write(line)
+    if ipw.options.json_path:
+        error = ipw.results.get("write_error")
+        write(error if error else f"results: {ipw.options.json_path}")
+    for miss in ipw.misses:
+        write(f"IPW THRESHOLD MISSED: {miss.line()}", red=True, bold=True)
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def ipw_target(request: pytest.FixtureRequest) -> Target:
+    """The model × accelerator of this test (parametrized by pytest-ipw)."""
+    return request.param
+
+
+@pytest.fixture
+def ipw_query(request: pytest.FixtureRequest):
+    """The query of this test (parametrized by pytest-ipw over the selected query set)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def ipw_model(ipw_target: Target, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The loaded model of this test's target, behind :class:`~pytest_ipw.backends.base.Backend`.
+
+    Loaded once per (model, accelerator), warmed up with ``--ipw-warmup`` unmeasured generations.
+    """
+    from .backends import load_backend
+
+    session = _ipw(request.config)
+    try:
+        backend = load_backend(ipw_target.model, session.generation_settings, ipw_target.device)
+    except IPWUsageError as exc:
+        _stop(str(exc))
+    try:
+        for _ in range(session.options.warmup):
+            backend.generate(WARMUP_PROMPT)
+        session.model_info[ipw_target.id] = backend.info()
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.fixture(scope="session")
+def power_meter(ipw_target: Target, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The meter of this test's accelerator: ``with power_meter.window() as w: ...; w.measurement``."""
+    from .meters.registry import select_meter
+
+    session = _ipw(request.config)
+    device = ipw_target.device
+    try:
+        choice = select_meter(device.profile, device.index, requested=session.options.meter)
+    except IPWUsageError as exc:
+        _stop(str(exc))
+    session.meter_info[ipw_target.id] = {**choice.meter.describe(), "fallback_reason": choice.fallback_reason}
+    try:
+        yield choice.meter
+    finally:
+        choice.meter.close()
+
+
+@pytest.fixture
+def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any, power_meter: Any,
+              ipw_query: Any) -> Callable[..., dict[str, Any]]:
+    """Run a query through the model under the meter, score it and record it; returns the record.
+
+    A wrong answer is recorded, not raised: accuracy and IPW are judged over the whole run.
+    """
+    from .records import make_record
+    from .scoring import score
+
+    def run(query: Any = None) -> dict[str, Any]:
+        query = ipw_query if query is None else query
+        with power_meter.window() as window:
+            generation = ipw_model.generate(query.prompt)
+        record = make_record(
+            query=query,
+            model=ipw_target.model.name,
+            accelerator=ipw_target.device.profile.name,
+            benchmark=request.node.nodeid.split("[", 1)[0],
+            generation=generation,
+            measurement=window.measurement,
+            score=score(query, generation.text),
+        )
+        request.node.user_properties.append((RECORD_PROPERTY, json.dumps(record)))
+        return record
+
+    return run

@@ -1,0 +1,254 @@
+"""Query sets: the schema, loading through ``datasets``, validation and selection.
+
+One query is one prompt with a verifiable reference answer. Files are JSONL (one object per line),
+CSV or Parquet with the columns documented in README ("Query set schema").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .errors import IPWUsageError
+
+SCORERS = ("exact", "numeric", "choice", "regex")
+SPLITS = ("chat", "reasoning")
+REQUIRED_FIELDS = ("id", "prompt", "answer", "domain", "split", "scorer")
+SUPPORTED_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+DEFAULT_QUERY_SET = Path(__file__).resolve().parent / "data" / "queries.jsonl"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One benchmark query. ``answer`` is the reference; how it is compared depends on ``scorer``."""
+
+    id: str
+    prompt: str
+    answer: str
+    domain: str
+    split: str
+    scorer: str
+    choices: tuple[str, ...] = ()
+    tolerance: float | None = None
+    difficulty: str | None = None
+    aliases: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "prompt": self.prompt,
+            "answer": self.answer,
+            "domain": self.domain,
+            "split": self.split,
+            "scorer": self.scorer,
+            "choices": list(self.choices),
+            "tolerance": self.tolerance,
+            "difficulty": self.difficulty,
+            "aliases": list(self.aliases),
+        }
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or value == ""
+
+
+def _as_str_tuple(value: Any, name: str) -> tuple[str, ...]:
+    if _is_missing(value):
+        return ()
+    if isinstance(value, str):
+        # CSV cannot hold lists: accept a JSON list or a "|"-separated string there.
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"'{name}' is not a valid JSON list ({exc.msg})") from None
+        else:
+            value = text.split("|")
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"'{name}' must be a list of strings, got {type(value).__name__}")
+    return tuple(str(v) for v in value)
+
+
+def query_from_row(row: dict[str, Any]) -> Query:
+    """Build a validated :class:`Query` from one data set row; raises ``ValueError`` naming the field."""
+    missing = [name for name in REQUIRED_FIELDS if _is_missing(row.get(name))]
+    if missing:
+        raise ValueError(f"missing required field(s): {', '.join(missing)}")
+    scorer = str(row["scorer"]).strip()
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {scorer!r} (expected one of: {', '.join(SCORERS)})")
+    split = str(row["split"]).strip()
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (expected one of: {', '.join(SPLITS)})")
+    choices = _as_str_tuple(row.get("choices"), "choices")
+    if scorer == "choice" and len(choices) < 2:
+        raise ValueError("scorer 'choice' needs a 'choices' list with at least two options")
+    tolerance = row.get("tolerance")
+    if _is_missing(tolerance):
+        tolerance = None
+    else:
+        try:
+            tolerance = float(tolerance)
+        except (TypeError, ValueError):
+            raise ValueError(f"'tolerance' must be a number, got {tolerance!r}") from None
+        if tolerance < 0:
+            raise ValueError(f"'tolerance' must not be negative, got {tolerance}")
+    answer = row["answer"]
+    if not isinstance(answer, str):
+        answer = json.dumps(answer) if isinstance(answer, (list, dict)) else str(answer)
+    if scorer == "numeric":
+        try:
+            float(answer.replace(",", ""))
+        except ValueError:
+            raise ValueError(f"scorer 'numeric' needs a numeric answer, got {answer!r}") from None
+    if scorer == "choice":
+        letters = [chr(ord("A") + i) for i in range(len(choices))]
+        if answer.strip().upper() not in letters:
+            raise ValueError(f"scorer 'choice' needs the answer to be one of the letters {', '.join(letters)}, got {answer!r}")
+        answer = answer.strip().upper()
+    if scorer == "regex":
+        import re
+
+        try:
+            re.compile(answer)
+        except re.error as exc:
+            raise ValueError(f"answer is not a valid regular expression ({exc})") from None
+    difficulty = row.get("difficulty")
+    return Query(
+        id=str(row["id"]).strip(),
+        prompt=str(row["prompt"]),
+        answer=answer,
+        domain=str(row["domain"]).strip(),
+        split=split,
+        scorer=scorer,
+        choices=choices,
+        tolerance=tolerance,
+        difficulty=None if _is_missing(difficulty) else str(difficulty),
+        aliases=_as_str_tuple(row.get("aliases"), "aliases"),
+    )
+
+
+def _jsonl_line_numbers(path: Path) -> list[int]:
+    """Line numbers (1-based) of the non-blank lines, i.e. of the rows `datasets` yields, in order."""
+    with path.open("r", encoding="utf-8") as handle:
+        return [number for number, line in enumerate(handle, start=1) if line.strip()]
+
+
+def _find_bad_json_line(path: Path) -> tuple[int, str] | None:
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return number, f"invalid JSON ({exc.msg} at column {exc.colno})"
+            if not isinstance(value, dict):
+                return number, f"each line must be a JSON object, got {type(value).__name__}"
+    return None
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Read all rows of a local file with `datasets` (kept lazy: it costs ~1 s to import)."""
+    builder = SUPPORTED_SUFFIXES.get(path.suffix.lower())
+    if builder is None:
+        raise IPWUsageError(
+            f"query set {path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet"
+        )
+    if builder == "json":
+        # Locate malformed lines ourselves: the datasets JSON reader reports no line numbers.
+        bad = _find_bad_json_line(path)
+        if bad is not None:
+            raise IPWUsageError(f"query set {path}, line {bad[0]}: {bad[1]}. Fix or remove that line.")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - datasets is a hard dependency
+        raise IPWUsageError(f"the 'datasets' package is needed to load query sets ({exc}): pip install datasets") from None
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        table = datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as exc:  # datasets wraps parser errors in many types; name the file either way
+        raise IPWUsageError(f"query set {path} could not be read: {exc.__class__.__name__}: {exc}") from None
+    return table.to_list()
+
+
+def load_queries(path: str | os.PathLike[str] | None = None) -> list[Query]:
+    """Load and validate a query set file. Every problem is an :class:`IPWUsageError` naming file and line."""
+    path = Path(path) if path is not None else DEFAULT_QUERY_SET
+    if not path.is_file():
+        raise IPWUsageError(f"query set {path} does not exist; pass an existing file to --ipw-dataset")
+    rows = _read_rows(path)
+    if not rows:
+        raise IPWUsageError(f"query set {path} has no rows")
+    line_numbers = _jsonl_line_numbers(path) if SUPPORTED_SUFFIXES[path.suffix.lower()] == "json" else None
+    queries: list[Query] = []
+    seen: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        place = _row_place(index, line_numbers, path)
+        try:
+            query = query_from_row(row)
+        except ValueError as exc:
+            raise IPWUsageError(f"query set {path}, {place}: {exc}. Fix that row.") from None
+        if query.id in seen:
+            raise IPWUsageError(
+                f"query set {path}, {place}: duplicate id {query.id!r} (first at {_row_place(seen[query.id], line_numbers, path)}). "
+                "Ids must be unique."
+            )
+        seen[query.id] = index
+        queries.append(query)
+    return queries
+
+
+def _row_place(index: int, line_numbers: list[int] | None, path: Path) -> str:
+    if line_numbers is not None and index < len(line_numbers):
+        return f"line {line_numbers[index]}"
+    if path.suffix.lower() == ".csv":
+        return f"line {index + 2} (row {index + 1})"  # line 1 is the header
+    return f"row {index + 1}"
+
+
+def select_queries(
+    queries: Sequence[Query],
+    *,
+    domains: Iterable[str] | None = None,
+    limit: int | None = None,
+    source: str = "query set",
+) -> list[Query]:
+    """Filter by domain, then keep the first ``limit`` per domain-balanced order (deterministic)."""
+    selected = list(queries)
+    if domains:
+        wanted = {d.strip() for d in domains if d.strip()}
+        known = sorted({q.domain for q in queries})
+        unknown = sorted(wanted - set(known))
+        if unknown:
+            raise IPWUsageError(
+                f"--ipw-domains names {', '.join(unknown)}, which {source} does not have; "
+                f"its domains are: {', '.join(known)}"
+            )
+        selected = [q for q in selected if q.domain in wanted]
+    if limit is not None:
+        if limit < 1:
+            raise IPWUsageError(f"--ipw-limit must be at least 1, got {limit}")
+        selected = _round_robin_by_domain(selected)[:limit]
+    if not selected:
+        raise IPWUsageError(f"the selection from {source} is empty; widen --ipw-domains or --ipw-limit")
+    return selected
+
+
+def _round_robin_by_domain(queries: Sequence[Query]) -> list[Query]:
+    """Interleave domains so that ``--ipw-limit N`` samples every domain, keeping file order within each."""
+    by_domain: dict[str, list[Query]] = {}
+    for query in queries:
+        by_domain.setdefault(query.domain, []).append(query)
+    ordered: list[Query] = []
+    columns = list(by_domain.values())
+    for position in range(max((len(c) for c in columns), default=0)):
+        ordered.extend(column[position] for column in columns if position < len(column))
+    return ordered

@@ -1,0 +1,59 @@
+"""Per-query records: the one row shape that reports, JSON files and comparisons read.
+
+A record is a plain JSON-able dict (it travels in pytest reports, e.g. between xdist workers).
+Field names are public API; README documents them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backends.base import Generation
+from .meters.base import Measurement
+from .queries import Query
+from .scoring import Score
+
+RECORD_FIELDS = (
+    "query_id", "domain", "split", "difficulty", "model", "accelerator", "benchmark", "prompt", "response",
+    "reference", "extracted", "correct", "unscorable", "truncated", "tokens_in", "tokens_out", "latency_s",
+    "ttft_s", "joules", "watts", "seconds", "meter", "provenance", "energy_domain", "meter_flags",
+)
+
+
+def make_record(
+    *,
+    query: Query,
+    model: str,
+    accelerator: str,
+    benchmark: str,
+    generation: Generation,
+    measurement: Measurement,
+    score: Score,
+) -> dict[str, Any]:
+    return {
+        "query_id": query.id,
+        "domain": query.domain,
+        "split": query.split,
+        "difficulty": query.difficulty,
+        "model": model,
+        "accelerator": accelerator,
+        "benchmark": benchmark,
+        "prompt": query.prompt,
+        "response": generation.text,
+        "reference": query.answer,
+        "extracted": score.extracted,
+        "correct": score.correct,
+        "unscorable": score.unscorable,
+        "truncated": generation.finish_reason == "length",
+        "tokens_in": generation.tokens_in,
+        "tokens_out": generation.tokens_out,
+        "latency_s": generation.latency_s,
+        "ttft_s": generation.ttft_s,
+        "joules": measurement.joules,
+        "watts": measurement.watts,
+        "seconds": measurement.seconds,
+        "meter": measurement.sensor,
+        "provenance": measurement.provenance,
+        "energy_domain": measurement.domain,
+        "meter_flags": list(measurement.flags),
+    }

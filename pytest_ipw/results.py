@@ -1,0 +1,45 @@
+"""Writing result files: atomically, so a crash or a parallel run never leaves half a file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import IPWUsageError
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity: write them as null so every reader can parse the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike[str], document: dict[str, Any]) -> Path:
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(_finite(document), stream, indent=1, default=_json_default, allow_nan=False)
+            stream.write("\n")
+        os.replace(temp_name, target)
+    except OSError as exc:
+        raise IPWUsageError(f"could not write results to {target}: {exc.strerror or exc}; choose a writable path") from None
+    return target

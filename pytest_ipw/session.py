@@ -1,0 +1,184 @@
+"""Run state of one pytest session: what to run (targets, queries), what was measured, and the verdict.
+
+Everything is resolved lazily, so an installed-but-unused pytest-ipw costs nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import __version__
+from .accelerators import AcceleratorProfile, LocalDevice, detect_devices, load_profiles, resolve_accelerators
+from .backends.base import GenerationSettings
+from .metrics import Summary, accuracy_by, coverage, group_by, summarize
+from .models import ModelSpec, parse_model_list
+from .options import RunOptions
+from .queries import DEFAULT_QUERY_SET, Query, load_queries, select_queries
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """One value of the models × accelerators axis."""
+
+    model: ModelSpec
+    device: LocalDevice
+
+    @property
+    def id(self) -> str:
+        return f"{self.model.name}-{self.device.profile.name}"
+
+
+@dataclass(frozen=True)
+class ThresholdMiss:
+    scope: str  # "run" or the benchmark's node id
+    model: str
+    accelerator: str
+    metric: str
+    value: float | None
+    threshold: float
+    source: str  # the option or marker that set it
+    provenance: str
+
+    def line(self) -> str:
+        shown = "n/a" if self.value is None else f"{self.value:.4g}"
+        where = "" if self.scope == "run" else f" in {self.scope}"
+        note = " (energy estimated, not measured)" if self.metric == "ipw" and self.provenance != "measured" else ""
+        return (f"{self.model}@{self.accelerator}{where}: {self.metric} {shown} is below {self.threshold:g} "
+                f"set by {self.source}{note}")
+
+
+class IPWSession:
+    def __init__(self, options: RunOptions):
+        self.options = options
+        self.records: list[dict[str, Any]] = []
+        self.benchmark_markers: dict[str, dict[str, Any]] = {}
+        self.collection_errors: dict[str, str] = {}  # message -> where it arose
+        self.meter_info: dict[str, dict[str, Any]] = {}  # target id -> meter description
+        self.model_info: dict[str, dict[str, Any]] = {}  # target id -> backend info
+        self.started_at = time.time()
+        self.summaries: list[Summary] = []
+        self.misses: list[ThresholdMiss] = []
+        self.results: dict[str, Any] | None = None
+
+    # -- what to run -------------------------------------------------------------------------------
+    @functools.cached_property
+    def profiles(self) -> dict[str, AcceleratorProfile]:
+        return load_profiles(self.options.profiles_file)
+
+    @functools.cached_property
+    def local_devices(self) -> list[LocalDevice]:
+        return detect_devices(self.profiles)
+
+    @functools.cached_property
+    def devices(self) -> list[LocalDevice]:
+        return resolve_accelerators(self.options.accelerators, self.profiles, self.local_devices)
+
+    @functools.cached_property
+    def models(self) -> list[ModelSpec]:
+        return parse_model_list(self.options.models)
+
+    @functools.cached_property
+    def targets(self) -> list[Target]:
+        return [Target(model, device) for model in self.models for device in self.devices]
+
+    @functools.cached_property
+    def all_queries(self) -> list[Query]:
+        return load_queries(self.options.dataset)
+
+    def queries(self, domains: list[str] | None = None) -> list[Query]:
+        """The selected queries; a benchmark's marker ``domains`` narrows the run's selection further."""
+        source = f"query set {self.options.dataset or DEFAULT_QUERY_SET}"
+        selected = select_queries(self.all_queries, domains=self.options.domains, limit=self.options.limit, source=source)
+        if domains:
+            selected = select_queries(selected, domains=domains, source=f"the selection from {source}")
+        return selected
+
+    @functools.cached_property
+    def generation_settings(self) -> GenerationSettings:
+        o = self.options
+        return GenerationSettings(temperature=o.temperature, seed=o.seed, max_tokens=o.max_tokens,
+                                  context_size=o.context_size, threads=o.threads, keep_prefix_cache=not o.reset_state)
+
+    def validate(self) -> None:
+        """Resolve everything the user named, so bad input fails before any test runs."""
+        from .backends import check_backend_spec
+
+        for model in self.models:
+            check_backend_spec(model)
+        _ = self.targets, self.queries()
+        if self.options.meter:
+            from .meters.registry import select_meter
+
+            for device in self.devices:
+                select_meter(device.profile, device.index, requested=self.options.meter).meter.close()
+
+    # -- results -----------------------------------------------------------------------------------
+    def add_record(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def finish(self) -> None:
+        """Aggregate records, check thresholds. Pure computation over what was recorded."""
+        self.summaries = [summarize(group) for group in group_by(self.records, "model", "accelerator").values()]
+        self.misses = self._threshold_misses()
+
+    def _threshold_misses(self) -> list[ThresholdMiss]:
+        misses: list[ThresholdMiss] = []
+        o = self.options
+        for summary in self.summaries:
+            misses.extend(_check(summary, "run", o.min_accuracy, o.min_ipw, "--ipw-min-accuracy", "--ipw-min-ipw"))
+        for benchmark, marker in self.benchmark_markers.items():
+            if marker.get("min_accuracy") is None and marker.get("min_ipw") is None:
+                continue
+            records = [r for r in self.records if r["benchmark"] == benchmark]
+            for group in group_by(records, "model", "accelerator").values():
+                misses.extend(_check(summarize(group), benchmark, marker.get("min_accuracy"), marker.get("min_ipw"),
+                                     "@pytest.mark.ipw(min_accuracy)", "@pytest.mark.ipw(min_ipw)"))
+        return misses
+
+    def results_document(self, machine_info: dict[str, Any]) -> dict[str, Any]:
+        """The ``--ipw-json`` document (schema in README)."""
+        cov = coverage(self.records)
+        per_domain = [
+            {"model": m, "accelerator": a, "domain": d, "correct": hit, "queries": n, "accuracy": hit / n}
+            for (m, a, d), (hit, n) in sorted(accuracy_by(self.records, "domain").items())
+        ]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "pytest_ipw_version": __version__,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "duration_s": time.time() - self.started_at,
+            "machine_info": machine_info,
+            "settings": {
+                "generation": self.generation_settings.to_dict(),
+                "dataset": str(self.options.dataset or DEFAULT_QUERY_SET),
+                "limit": self.options.limit,
+                "domains": self.options.domains,
+                "warmup": self.options.warmup,
+                "thresholds": {"min_accuracy": self.options.min_accuracy, "min_ipw": self.options.min_ipw,
+                               "benchmarks": self.benchmark_markers},
+                "models": self.model_info,
+                "meters": self.meter_info,
+            },
+            "records": self.records,
+            "summary": [s.to_dict() for s in self.summaries],
+            "accuracy_by_domain": per_domain,
+            "coverage": cov.to_dict(),
+            "threshold_failures": [m.line() for m in self.misses],
+        }
+
+
+def _check(summary: Summary, scope: str, min_accuracy: float | None, min_ipw: float | None,
+           accuracy_source: str, ipw_source: str) -> list[ThresholdMiss]:
+    misses = []
+    if min_accuracy is not None and summary.accuracy < min_accuracy:
+        misses.append(ThresholdMiss(scope, summary.model, summary.accelerator, "accuracy", summary.accuracy,
+                                    min_accuracy, accuracy_source, summary.provenance))
+    if min_ipw is not None and (summary.ipw is None or summary.ipw < min_ipw):
+        misses.append(ThresholdMiss(scope, summary.model, summary.accelerator, "ipw", summary.ipw,
+                                    min_ipw, ipw_source, summary.provenance))
+    return misses
