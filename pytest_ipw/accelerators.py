@@ -52,6 +52,13 @@ def _profile_from_mapping(entry: Mapping[str, Any], source: str) -> AcceleratorP
         raise IPWUsageError(f"accelerator profile {entry['name']!r} in {source}: tdp_w and idle_w must be numbers") from None
     if not 0 <= idle <= tdp:
         raise IPWUsageError(f"accelerator profile {entry['name']!r} in {source}: need 0 <= idle_w <= tdp_w, got {idle} and {tdp}")
+    detect = entry.get("detect")
+    if detect is not None:
+        try:
+            re.compile(detect)
+        except (re.error, TypeError) as exc:
+            raise IPWUsageError(f"accelerator profile {entry['name']!r} in {source}: 'detect' is not a valid regular "
+                                f"expression ({exc})") from None
     return AcceleratorProfile(
         name=str(entry["name"]).lower(),
         label=str(entry.get("label") or entry["name"]),
@@ -63,30 +70,34 @@ def _profile_from_mapping(entry: Mapping[str, Any], source: str) -> AcceleratorP
         release_year=entry.get("release_year"),
         meter=str(entry.get("meter") or "estimate"),
         offload=bool(entry.get("offload", entry["kind"] != "cpu")),
-        detect=entry.get("detect"),
+        detect=detect,
     )
 
 
+def _read_profile_file(source: Path) -> list[AcceleratorProfile]:
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IPWUsageError(f"accelerator profile file {source} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise IPWUsageError(f"accelerator profile file {source} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    entries = data.get("profiles") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise IPWUsageError(f'accelerator profile file {source} must hold {{"profiles": [ {{...}}, ... ]}}')
+    if not all(isinstance(entry, dict) for entry in entries):
+        raise IPWUsageError(f"accelerator profile file {source}: each profile must be a JSON object")
+    return [_profile_from_mapping(entry, str(source)) for entry in entries]
+
+
 def load_profiles(extra_file: str | Path | None = None) -> dict[str, AcceleratorProfile]:
-    """The built-in registry, plus (overriding by name) the profiles of a user's JSON file."""
-    profiles: dict[str, AcceleratorProfile] = {}
-    sources: list[Path] = [PROFILES_FILE] + ([Path(extra_file)] if extra_file else [])
-    for source in sources:
-        try:
-            data = json.loads(source.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise IPWUsageError(f"accelerator profile file {source} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise IPWUsageError(f"accelerator profile file {source} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-        entries = data.get("profiles") if isinstance(data, dict) else None
-        if not isinstance(entries, list):
-            raise IPWUsageError(f'accelerator profile file {source} must hold {{"profiles": [ {{...}}, ... ]}}')
-        for entry in entries:
-            if not isinstance(entry, dict):
-                raise IPWUsageError(f"accelerator profile file {source}: each profile must be a JSON object")
-            profile = _profile_from_mapping(entry, str(source))
-            profiles[profile.name] = profile
-    return profiles
+    """The built-in registry, plus the profiles of a user's JSON file.
+
+    A user profile replaces a built-in one of the same name, and user profiles come first, so that
+    their ``detect`` patterns win over the built-in ones during detection.
+    """
+    user = {p.name: p for p in _read_profile_file(Path(extra_file))} if extra_file else {}
+    built_in = {p.name: p for p in _read_profile_file(PROFILES_FILE) if p.name not in user}
+    return {**user, **built_in}
 
 
 @dataclass(frozen=True)
@@ -154,7 +165,8 @@ def detect_devices(
     found: list[LocalDevice] = []
     gpu_profiles = [p for p in profiles.values() if p.kind == "gpu" or p.vendor == "nvidia"]
     for index, name in enumerate(gpu_names):
-        profile = match_profile(name, gpu_profiles)
+        # An NVIDIA GPU without a profile of its own is still measured (NVML), under a generic profile.
+        profile = match_profile(name, gpu_profiles) or profiles.get("nvidia-gpu")
         if profile is not None:
             found.append(LocalDevice(profile, name, index))
     soc = match_profile(brand, [p for p in profiles.values() if p.kind == "soc" and p.vendor == "apple"])

@@ -26,7 +26,8 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     denominator = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Clamp to the observed rate too: rounding can leave (n, n) with an upper bound of 0.999...
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def percentile(values: Sequence[float], q: float) -> float:

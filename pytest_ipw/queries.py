@@ -1,7 +1,8 @@
-"""Query sets: the schema, loading through ``datasets``, validation and selection.
+"""Query sets: the schema, loading, validation and selection.
 
-One query is one prompt with a verifiable reference answer. Files are JSONL (one object per line),
-CSV or Parquet with the columns documented in README ("Query set schema").
+One query is one prompt with a verifiable reference answer. Files are JSONL (one object per line,
+parsed here for exact values and line numbers), or CSV / Parquet read through ``datasets`` with explicit
+column types; the columns are documented in README ("Query set schema").
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .errors import IPWUsageError
 SCORERS = ("exact", "numeric", "choice", "regex")
 SPLITS = ("chat", "reasoning")
 REQUIRED_FIELDS = ("id", "prompt", "answer", "domain", "split", "scorer")
-SUPPORTED_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SUPPORTED_SUFFIXES = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 DEFAULT_QUERY_SET = Path(__file__).resolve().parent / "data" / "queries.jsonl"
 
@@ -133,13 +134,14 @@ def query_from_row(row: dict[str, Any]) -> Query:
     )
 
 
-def _jsonl_line_numbers(path: Path) -> list[int]:
-    """Line numbers (1-based) of the non-blank lines, i.e. of the rows `datasets` yields, in order."""
-    with path.open("r", encoding="utf-8") as handle:
-        return [number for number, line in enumerate(handle, start=1) if line.strip()]
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows of a JSONL file and the line number of each; a malformed line is an error naming it.
 
-
-def _find_bad_json_line(path: Path) -> tuple[int, str] | None:
+    JSONL is parsed here rather than by `datasets`: its reader gives no line numbers, and it re-encodes
+    a column that mixes types (an answer "B" next to an answer 42) as JSON text, corrupting answers.
+    """
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
     with path.open("r", encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -147,24 +149,42 @@ def _find_bad_json_line(path: Path) -> tuple[int, str] | None:
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
-                return number, f"invalid JSON ({exc.msg} at column {exc.colno})"
+                raise IPWUsageError(f"query set {path}, line {number}: invalid JSON ({exc.msg} at column {exc.colno}). "
+                                    "Fix or remove that line.") from None
             if not isinstance(value, dict):
-                return number, f"each line must be a JSON object, got {type(value).__name__}"
-    return None
+                raise IPWUsageError(f"query set {path}, line {number}: each line must be a JSON object, "
+                                    f"got {type(value).__name__}. Fix or remove that line.")
+            rows.append(value)
+            lines.append(number)
+    return rows, lines
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Read all rows of a local file with `datasets` (kept lazy: it costs ~1 s to import)."""
-    builder = SUPPORTED_SUFFIXES.get(path.suffix.lower())
-    if builder is None:
-        raise IPWUsageError(
-            f"query set {path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet"
-        )
-    if builder == "json":
-        # Locate malformed lines ourselves: the datasets JSON reader reports no line numbers.
-        bad = _find_bad_json_line(path)
-        if bad is not None:
-            raise IPWUsageError(f"query set {path}, line {bad[0]}: {bad[1]}. Fix or remove that line.")
+def _column_names(path: Path, builder: str) -> list[str]:
+    """Column names of a CSV or Parquet file, read cheaply, so every column gets an explicit type."""
+    if builder == "csv":
+        import csv
+
+        with path.open("r", encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), [])
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
+def _features(columns: list[str], lists_as_text: bool):
+    """Explicit column types: without them `datasets` guesses, and an id "007" or an answer 1990 in a
+    column that also holds 2.5 would come back as 7 / "1990.0" and never match. CSV holds lists as text
+    (a JSON list or "a|b"), parsed later by :func:`query_from_row`."""
+    import datasets
+
+    string = datasets.Value("string")
+    listed = string if lists_as_text else datasets.Sequence(string)
+    typed = {"choices": listed, "aliases": listed, "tolerance": datasets.Value("float64")}
+    return datasets.Features({name: typed.get(name, string) for name in columns})
+
+
+def _read_table(path: Path, builder: str) -> list[dict[str, Any]]:
+    """Read all rows of a CSV or Parquet file with `datasets` (kept lazy: it costs ~1 s to import)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         import datasets
@@ -173,7 +193,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     try:
-        table = datasets.load_dataset(builder, data_files=str(path), split="train")
+        features = _features(_column_names(path, builder), lists_as_text=builder == "csv")
+
+        table = datasets.load_dataset(builder, data_files=str(path), split="train", features=features)
     except Exception as exc:  # datasets wraps parser errors in many types; name the file either way
         raise IPWUsageError(f"query set {path} could not be read: {exc.__class__.__name__}: {exc}") from None
     return table.to_list()
@@ -184,10 +206,15 @@ def load_queries(path: str | os.PathLike[str] | None = None) -> list[Query]:
     path = Path(path) if path is not None else DEFAULT_QUERY_SET
     if not path.is_file():
         raise IPWUsageError(f"query set {path} does not exist; pass an existing file to --ipw-dataset")
-    rows = _read_rows(path)
+    builder = SUPPORTED_SUFFIXES.get(path.suffix.lower())
+    if builder is None:
+        raise IPWUsageError(f"query set {path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet")
+    if builder == "json":
+        rows, line_numbers = _read_jsonl(path)
+    else:
+        rows, line_numbers = _read_table(path, builder), None
     if not rows:
         raise IPWUsageError(f"query set {path} has no rows")
-    line_numbers = _jsonl_line_numbers(path) if SUPPORTED_SUFFIXES[path.suffix.lower()] == "json" else None
     queries: list[Query] = []
     seen: dict[str, int] = {}
     for index, row in enumerate(rows):

@@ -1,8 +1,15 @@
 """Shared test set-up.
 
-Inline pytester runs drop the modules first imported inside them, and numpy/pyarrow (pulled in by
-``datasets``) cannot be imported twice in one process: import them once here, before any inline run.
+Inline pytester runs drop the modules first imported inside them, and C extensions (numpy, pyarrow,
+pandas, llama_cpp...) cannot be imported twice in one process: import every heavy module the plugin
+loads lazily once here, before any inline run.
 """
 
 import datasets  # noqa: F401
+import llama_cpp  # noqa: F401
 import numpy  # noqa: F401
+import pandas  # noqa: F401
+import psutil  # noqa: F401
+import pyarrow.parquet  # noqa: F401
+import pynvml  # noqa: F401
+import tabulate  # noqa: F401

@@ -39,9 +39,6 @@ def test_wilson_contains_point_estimate_and_stays_in_unit_interval(case):
         assert low < p < high
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: wilson_interval(n, n) gives high = 0.9999999999999999 < p = 1 and "
-                   "wilson_interval(0, n) gives low > 0 for some n (floating rounding), so the interval "
-                   "excludes the observed proportion")
 def test_wilson_contains_point_estimate_exactly_at_the_edges():
     bad_high = [n for n in range(1, 200) if wilson_interval(n, n)[1] < 1.0]
     bad_low = [n for n in range(1, 200) if wilson_interval(0, n)[0] > 0.0]
