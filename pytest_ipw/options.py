@@ -43,6 +43,22 @@ def add_options(parser: pytest.Parser) -> None:
         help="warm-up generations after loading each model, not measured (default 1).")
     add("--ipw-reset-state", action="store_true", default=False,
         help="reset the model state before each query instead of keeping the prompt-prefix cache.")
+    # -- history and regression gates ---------------------------------------------------------------
+    add("--ipw-storage", metavar="DIR", default=".ipw", help="where saved runs live (default .ipw/).")
+    add("--ipw-autosave", action="store_true", default=False, help="save this run to --ipw-storage.")
+    add("--ipw-save", metavar="NAME", default=None, help="save this run to --ipw-storage under NAME.")
+    add("--ipw-compare", metavar="RUN", nargs="?", const="latest", default=None,
+        help="compare with a saved run of this machine: latest (default), a number (0003), a save name, "
+             "a commit prefix, a branch name, or a path to a results file.")
+    add("--ipw-compare-fail", metavar="EXPR", action="append", default=[],
+        help="fail when a metric gets significantly worse by more than the amount: ipw:5%%, accuracy:2pt, "
+             "joules:10%%, coverage:1pt, latency_p95:20%%. Repeatable.")
+    add("--ipw-compare-alpha", metavar="P", type=float, default=0.05,
+        help="significance level of the comparison (default 0.05).")
+    add("--ipw-compare-across-machines", action="store_true", default=False,
+        help="allow comparing with runs saved by another machine id (different hardware or meter).")
+    add("--ipw-require-baseline", action="store_true", default=False,
+        help="fail when --ipw-compare finds no baseline (default: save, pass, and say so).")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -71,6 +87,14 @@ class RunOptions:
     threads: int | None
     warmup: int
     reset_state: bool
+    storage: str = ".ipw"
+    autosave: bool = False
+    save_name: str | None = None
+    compare: str | None = None
+    compare_fail: tuple[str, ...] = ()
+    compare_alpha: float = 0.05
+    compare_across_machines: bool = False
+    require_baseline: bool = False
 
     @property
     def explicitly_used(self) -> bool:
@@ -99,6 +123,14 @@ def read_options(config: pytest.Config) -> RunOptions:
         threads=get("ipw_threads"),
         warmup=get("ipw_warmup"),
         reset_state=get("ipw_reset_state"),
+        storage=get("ipw_storage"),
+        autosave=get("ipw_autosave"),
+        save_name=get("ipw_save"),
+        compare=get("ipw_compare"),
+        compare_fail=tuple(get("ipw_compare_fail") or ()),
+        compare_alpha=get("ipw_compare_alpha"),
+        compare_across_machines=get("ipw_compare_across_machines"),
+        require_baseline=get("ipw_require_baseline"),
     )
     _check_ranges(options)
     return options
@@ -115,10 +147,20 @@ def _check_ranges(options: RunOptions) -> None:
         (options.threads is None or options.threads >= 1, f"--ipw-threads must be at least 1, got {options.threads}"),
         (options.warmup >= 0, f"--ipw-warmup must not be negative, got {options.warmup}"),
         (options.limit is None or options.limit >= 1, f"--ipw-limit must be at least 1, got {options.limit}"),
+        (0 < options.compare_alpha < 1, f"--ipw-compare-alpha must lie in (0, 1), got {options.compare_alpha}"),
     ]
     for ok, message in checks:
         if not ok:
             raise IPWUsageError(message)
+    from .compare import Gate
+    from .storage import check_save_name
+
+    for expression in options.compare_fail:
+        Gate.parse(expression)
+    if options.compare_fail and options.compare is None:
+        raise IPWUsageError("--ipw-compare-fail needs --ipw-compare (which run to compare with)")
+    if options.save_name is not None:
+        check_save_name(options.save_name)
 
 
 def marker_thresholds(marker: Any) -> dict[str, Any]:

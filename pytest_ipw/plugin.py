@@ -121,6 +121,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if ipw.misses and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     ipw.results = ipw.results_document(machine_info(ipw.devices))
+    from .history import process_history
+
+    ipw.history = process_history(ipw.options, ipw.results)
+    if ipw.history is not None:
+        ipw.results["comparison"] = ipw.history.to_dict()
+        if ipw.history.failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if ipw.options.json_path:
         try:
             write_json_atomic(ipw.options.json_path, ipw.results)
@@ -151,6 +158,37 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         write(error if error else f"results: {ipw.options.json_path}")
     for miss in ipw.misses:
         write(f"IPW THRESHOLD MISSED: {miss.line()}", red=True, bold=True)
+    if ipw.history is not None:
+        _write_history(terminalreporter, ipw.history)
+
+
+def _write_history(terminalreporter: Any, history: Any) -> None:
+    from .compare import changes_table
+
+    write = terminalreporter.write_line
+    if history.baseline is not None and history.changes:
+        write("")
+        write(f"compared with {history.baseline.id} (paired by query; 'within noise' = not significant)")
+        write(changes_table(history.changes))
+    for note in history.notes:
+        write(f"compare: {note}")
+    if history.saved is not None:
+        write(f"saved: {history.saved.path}")
+    for error in history.errors:
+        write(f"IPW COMPARE FAILED: {error}", red=True, bold=True)
+    for failure in history.failures:
+        write(f"IPW REGRESSION: {failure.line()}", red=True, bold=True)
+
+
+def _publish(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
+    """Attach a record to the test report (JUnit XML shows the flat properties), and to pytest-benchmark's
+    ``extra_info`` when the test also uses its ``benchmark`` fixture."""
+    flat = {f"ipw_{key}": record[key] for key in ("correct", "unscorable", "joules", "watts", "provenance", "meter",
+                                                   "latency_s", "tokens_out")}
+    request.node.user_properties.extend(flat.items())
+    request.node.user_properties.append((RECORD_PROPERTY, json.dumps(record)))
+    if "benchmark" in request.fixturenames:
+        request.getfixturevalue("benchmark").extra_info.update(flat)
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -230,7 +268,7 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
             measurement=window.measurement,
             score=score(query, generation.text),
         )
-        request.node.user_properties.append((RECORD_PROPERTY, json.dumps(record)))
+        _publish(request, record)
         return record
 
     return run

@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Mapping
 
 from .errors import IPWUsageError
 
@@ -31,15 +31,24 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | os.PathLike[str], document: dict[str, Any]) -> Path:
+def dump_json(document: Mapping[str, Any], stream: IO[str]) -> None:
+    """The one JSON encoding of results: indented, no NaN/Infinity (null instead), unknown types as text."""
+    json.dump(_finite(document), stream, indent=1, default=_json_default, allow_nan=False)
+    stream.write("\n")
+
+
+def write_json_atomic(path: str | os.PathLike[str], document: Mapping[str, Any]) -> Path:
+    """Write via a temporary file and a rename, so readers never see half a file."""
     target = Path(path)
+    temp_name = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(_finite(document), stream, indent=1, default=_json_default, allow_nan=False)
-            stream.write("\n")
+            dump_json(document, stream)
         os.replace(temp_name, target)
     except OSError as exc:
+        if temp_name is not None and os.path.exists(temp_name):
+            os.unlink(temp_name)
         raise IPWUsageError(f"could not write results to {target}: {exc.strerror or exc}; choose a writable path") from None
     return target

@@ -64,6 +64,7 @@ class IPWSession:
         self.summaries: list[Summary] = []
         self.misses: list[ThresholdMiss] = []
         self.results: dict[str, Any] | None = None
+        self.history: Any = None  # history.HistoryOutcome when comparing or saving
 
     # -- what to run -------------------------------------------------------------------------------
     @functools.cached_property

@@ -1,0 +1,171 @@
+"""The ``pytest-ipw`` command: saved runs outside pytest (list, compare, trend), on the plugin's code.
+
+Exit codes: 0 fine, 1 a gate failed, 2 bad usage or unreadable input (one clear message, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from typing import Any, Sequence
+
+from .compare import METRICS, Gate, changes_table, compare_runs, failed_gates
+from .errors import IPWUsageError
+from .storage import DEFAULT_STORAGE, SavedRun, Storage, load_run
+
+TREND_METRICS = ("accuracy", "ipw", "ipj", "mean_joules", "mean_watts", "latency_p50_s", "latency_p95_s", "tokens_per_s")
+
+
+def _resolve(storage: Storage, selector: str) -> SavedRun:
+    run = storage.resolve(selector, machine="", across_machines=True)
+    if run is None:
+        raise IPWUsageError(f"no saved run matches {selector!r} in {storage.root} (see: pytest-ipw list)")
+    return run
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    storage = Storage(args.storage)
+    runs = storage.runs(args.machine)
+    if not runs:
+        print(f"no saved runs in {storage.root}")
+        return 0
+    rows = []
+    for run in runs:
+        try:
+            document = load_run(run.path)
+        except IPWUsageError as exc:
+            rows.append([run.id, run.commit, "", run.stamp, f"UNREADABLE: {exc}"])
+            continue
+        info = document.get("commit_info", {})
+        summary = ", ".join(f"{s['model']}@{s['accelerator']} acc {s['accuracy']:.3f} ({s['provenance']})"
+                            for s in document.get("summary", []))
+        rows.append([run.id, run.commit + (" (dirty)" if run.dirty else ""), info.get("branch", ""), run.stamp, summary])
+    print(tabulate(rows, headers=["run", "commit", "branch", "saved (UTC)", "summary"], tablefmt="simple"))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    storage = Storage(args.storage)
+    runs = [_resolve(storage, selector) for selector in (args.baseline, args.current)]
+    baseline, current = (load_run(run.path) for run in runs)
+    machines = (baseline.get("machine_id"), current.get("machine_id"))
+    if machines[0] != machines[1] and not args.across_machines:
+        raise IPWUsageError(
+            f"{runs[0].id} and {runs[1].id} come from different machine ids ({machines[0]} vs {machines[1]}): hardware or "
+            "meter differ, so their energy figures are not comparable. Pass --across-machines to compare anyway"
+        )
+    gates = [Gate.parse(text) for text in args.fail]
+    changes = compare_runs(baseline, current, alpha=args.alpha)
+    failures = failed_gates(changes, gates)
+    if args.format == "json":
+        print(json.dumps({"baseline": runs[0].id, "current": runs[1].id, "changes": [c.to_dict() for c in changes],
+                          "gate_failures": [f.line() for f in failures]}, indent=1))
+    elif args.format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(changes[0].to_dict()) if changes else ["scope"])
+        writer.writeheader()
+        for change in changes:
+            row = change.to_dict()
+            row["interval"] = "" if row["interval"] is None else f"{row['interval'][0]}..{row['interval'][1]}"
+            writer.writerow(row)
+        print(buffer.getvalue(), end="")
+    else:
+        print(f"baseline {runs[0].id}\nnow      {runs[1].id}")
+        print(changes_table(changes, "github" if args.format == "markdown" else "simple"))
+    for failure in failures:
+        print(f"IPW REGRESSION: {failure.line()}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_trend(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    storage = Storage(args.storage)
+    series: dict[str, list[tuple[str, float | None]]] = {}
+    labels: list[str] = []
+    for run in storage.runs(args.machine):
+        document = load_run(run.path)
+        if args.branch and document.get("commit_info", {}).get("branch") != args.branch:
+            continue
+        label = f"{run.number:04d} {run.commit[:8]}"
+        labels.append(label)
+        for summary in document.get("summary", []):
+            series.setdefault(f"{summary['model']}@{summary['accelerator']}", []).append((label, summary.get(args.metric)))
+    if not labels:
+        print(f"no saved runs{' on branch ' + args.branch if args.branch else ''} in {storage.root}")
+        return 0
+    rows = [[label] + [dict(points).get(label) for points in series.values()] for label in labels]
+    print(f"{args.metric} across saved runs")
+    print(tabulate(rows, headers=["run"] + list(series), tablefmt="simple", floatfmt=".4g"))
+    if args.plot:
+        _plot(series, labels, args.metric, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _plot(series: dict[str, list[tuple[str, float | None]]], labels: list[str], metric: str, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise IPWUsageError("--plot needs matplotlib: pip install matplotlib") from None
+    figure, axes = plt.subplots(figsize=(8, 4))
+    for name, points in series.items():
+        xs = [labels.index(label) for label, value in points if value is not None]
+        axes.plot(xs, [value for _, value in points if value is not None], marker="o", label=name)
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    axes.set_ylabel(metric)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pytest-ipw", description="Saved pytest-ipw runs: list, compare, trend.")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"saved runs folder (default {DEFAULT_STORAGE})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    listing = sub.add_parser("list", help="list saved runs")
+    listing.add_argument("--machine", default=None, help="only this machine id")
+    listing.set_defaults(func=cmd_list)
+
+    compare = sub.add_parser("compare", help="compare two saved runs (baseline first)")
+    compare.add_argument("baseline", help="run: latest, a number, a save name, a commit prefix, a branch, or a path")
+    compare.add_argument("current", help="run, as for baseline")
+    compare.add_argument("--fail", action="append", default=[], metavar="EXPR",
+                         help=f"gate, e.g. ipw:5%% or accuracy:2pt (metrics: {', '.join(METRICS)}); repeatable")
+    compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    compare.add_argument("--across-machines", action="store_true", help="allow runs of different machine ids")
+    formats = compare.add_mutually_exclusive_group()
+    for name in ("csv", "json", "markdown"):
+        formats.add_argument(f"--{name}", dest="format", action="store_const", const=name, help=f"print {name}")
+    compare.set_defaults(func=cmd_compare, format="table")
+
+    trend = sub.add_parser("trend", help="a metric across the saved runs")
+    trend.add_argument("--metric", default="ipw", choices=TREND_METRICS)
+    trend.add_argument("--branch", default=None, help="only runs saved on this branch")
+    trend.add_argument("--machine", default=None, help="only this machine id")
+    trend.add_argument("--plot", default=None, metavar="PNG", help="also draw the trend to this file (matplotlib)")
+    trend.set_defaults(func=cmd_trend)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except IPWUsageError as exc:
+        print(f"pytest-ipw: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Saving runs, comparing with a baseline and regression gates, through pytester and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_ipw.cli import main as cli_main
+from pytest_ipw.errors import IPWUsageError
+from pytest_ipw.storage import Storage, check_save_name, load_run, machine_id
+
+N_QUERIES = 30
+
+# A deterministic meter replaces the real one through an ordinary fixture override: every window costs
+# 2 J over 0.5 s, so the comparison statistics see no measurement noise at all.
+CONFTEST = """
+import pytest
+from pytest_ipw.meters.base import MEASURED, Measurement, Meter
+
+class FixedMeter(Meter):
+    name = "fixed"
+    provenance = MEASURED
+    domain = "system"
+
+    @property
+    def sensor(self):
+        return "fixed test meter"
+
+    def _begin(self):
+        pass
+
+    def _end(self):
+        return Measurement(joules=JOULES, seconds=0.5, sensor=self.sensor, provenance=MEASURED, domain="system")
+
+@pytest.fixture(scope="session")
+def power_meter(ipw_target, request):
+    meter = FixedMeter()
+    from pytest_ipw.plugin import SESSION_KEY
+    request.config.stash[SESSION_KEY].meter_info[ipw_target.id] = meter.describe()
+    return meter
+"""
+
+BENCHMARK = """
+def test_answer(ipw_bench):
+    ipw_bench()
+"""
+
+
+def queries() -> list[dict]:
+    return [{"id": f"q-{i:03d}", "prompt": f"What is {i} + 1? Answer with just the number.", "answer": str(i + 1),
+             "domain": "math" if i % 2 else "more-math", "split": "reasoning", "scorer": "numeric"} for i in range(N_QUERIES)]
+
+
+def answers_file(path: Path, wrong_every: int | None) -> str:
+    """Recorded answers, all right, or wrong on every ``wrong_every``-th query."""
+    with path.open("w") as handle:
+        for i, query in enumerate(queries()):
+            right = wrong_every is None or i % wrong_every
+            handle.write(json.dumps({"prompt": query["prompt"], "response": str(i + 1 if right else i + 7),
+                                     "tokens_in": 10, "tokens_out": 2}) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester):
+    (pytester.path / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries()) + "\n")
+    pytester.makeconftest(CONFTEST.replace("JOULES", "2.0"))
+    pytester.makepyfile(test_bench=BENCHMARK)
+    good = answers_file(pytester.path / "model.jsonl", None)
+    return pytester, good
+
+
+def run(pytester: pytest.Pytester, model: str, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("-p", "no:cacheprovider", "--ipw-dataset=queries.jsonl", f"--ipw-model=recorded:{model}", *args)
+
+
+def saved_runs(pytester: pytest.Pytester) -> list[Path]:
+    return sorted((pytester.path / ".ipw").glob("*/*.json"))
+
+
+def test_first_run_without_baseline_saves_and_passes_with_a_note(project):
+    pytester, good = project
+    result = run(pytester, good, "--ipw-autosave", "--ipw-compare", "--ipw-compare-fail=ipw:5%")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*compare: no saved run matches --ipw-compare=latest*this run is saved as the baseline*",
+                                 "saved: *.ipw*0001_*.json"])
+    (saved,) = saved_runs(pytester)
+    document = load_run(saved)
+    assert document["machine_id"] == saved.parent.name
+    assert document["commit_info"]["id"]
+    assert len(document["records"]) == N_QUERIES
+
+
+def test_first_run_can_be_required_to_have_a_baseline(project):
+    pytester, good = project
+    result = run(pytester, good, "--ipw-compare", "--ipw-require-baseline")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*IPW COMPARE FAILED: no saved run matches*--ipw-require-baseline*"])
+
+
+def test_rerun_of_the_same_model_passes_the_gate(project):
+    pytester, good = project
+    run(pytester, good, "--ipw-autosave")
+    result = run(pytester, good, "--ipw-autosave", "--ipw-compare", "--ipw-compare-fail=ipw:5%",
+                 "--ipw-compare-fail=accuracy:2pt", "--ipw-compare-fail=joules:10%", "--ipw-compare-fail=coverage:1pt")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["compared with *0001_*", "*model@cpu*accuracy*1*1*+0.0 pt*within noise*"])
+    assert "IPW REGRESSION" not in result.stdout.str()
+    assert len(saved_runs(pytester)) == 2
+
+
+def test_degraded_model_fails_the_gate_with_one_line_per_gate(project):
+    pytester, good = project
+    run(pytester, good, "--ipw-autosave")
+    worse = answers_file(pytester.path / "model.jsonl", wrong_every=2)  # same model name, half wrong now
+    result = run(pytester, worse, "--ipw-compare", "--ipw-compare-fail=ipw:5%", "--ipw-compare-fail=accuracy:2pt")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "*IPW REGRESSION: model@cpu: ipw 0.25 -> 0.125 (-50.0%, 95% interval *) breaks --ipw-compare-fail=ipw:5%",
+        "*IPW REGRESSION: model@cpu: accuracy 1 -> 0.5 (-50.0 points, p=*) breaks --ipw-compare-fail=accuracy:2pt",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_more_energy_fails_a_joules_gate_but_not_an_accuracy_gate(project):
+    pytester, good = project
+    run(pytester, good, "--ipw-autosave")
+    pytester.makeconftest(CONFTEST.replace("JOULES", "3.0"))  # 50% more energy per query
+    result = run(pytester, good, "--ipw-compare", "--ipw-compare-fail=accuracy:2pt")
+    assert result.ret == 0
+    result = run(pytester, good, "--ipw-compare", "--ipw-compare-fail=joules:10%")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*IPW REGRESSION: model@cpu: joules 2 -> 3 (+50.0%*breaks --ipw-compare-fail=joules:10%"])
+
+
+def test_another_machine_id_is_refused_unless_asked(project):
+    pytester, good = project
+    run(pytester, good, "--ipw-autosave")
+    (saved,) = saved_runs(pytester)
+    foreign = saved.parent.parent / "other-host-cpu-0123456789"
+    foreign.mkdir()
+    document = json.loads(saved.read_text())
+    document["machine_id"] = foreign.name
+    (foreign / saved.name).write_text(json.dumps(document))
+    saved.unlink()
+    result = run(pytester, good, "--ipw-compare")
+    assert result.ret == 0  # no baseline for this machine: nothing to compare, says why
+    result.stdout.fnmatch_lines(["*runs exist for other machine ids (other-host-cpu-0123456789)*--ipw-compare-across-machines*"])
+    result = run(pytester, good, "--ipw-compare", "--ipw-compare-across-machines", "--ipw-compare-fail=accuracy:2pt")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*comparing ACROSS MACHINES*"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-json", "wrong-schema", "no-records"])
+def test_corrupt_history_file_is_named_and_the_new_run_is_still_saved(project, damage):
+    pytester, good = project
+    run(pytester, good, "--ipw-autosave")
+    (saved,) = saved_runs(pytester)
+    text = saved.read_text()
+    damaged = {"truncated": text[: len(text) // 2], "not-json": "<html>",
+               "wrong-schema": json.dumps({**json.loads(text), "schema_version": 99}),
+               "no-records": json.dumps({"schema_version": 1})}[damage]
+    saved.write_text(damaged)
+    result = run(pytester, good, "--ipw-autosave", "--ipw-compare")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([f"*IPW COMPARE FAILED: saved run *{saved.parent.name}/{saved.name}*"])
+    assert "Traceback" not in result.stdout.str()
+    assert len(saved_runs(pytester)) == 2  # the new run survived
+
+
+def test_bad_gate_expressions_and_save_names_are_usage_errors(project):
+    pytester, good = project
+    for args, message in [
+        (["--ipw-compare", "--ipw-compare-fail=ipw:5"], "*is not METRIC:N% or METRIC:Npt*"),
+        (["--ipw-compare", "--ipw-compare-fail=speed:5%"], "*unknown metric 'speed'*"),
+        (["--ipw-compare", "--ipw-compare-fail=ipw:2pt"], "*ipw takes a change in %*"),
+        (["--ipw-compare-fail=ipw:5%"], "*--ipw-compare-fail needs --ipw-compare*"),
+        (["--ipw-save=../../etc/evil"], "*--ipw-save='../../etc/evil': a name is 1-64 letters*"),
+    ]:
+        result = run(pytester, good, *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, args
+        result.stderr.fnmatch_lines([message])
+
+
+def test_compare_by_save_name_and_number(project):
+    pytester, good = project
+    run(pytester, good, "--ipw-save=release-1")
+    run(pytester, good, "--ipw-autosave")
+    result = run(pytester, good, "--ipw-compare=release-1")
+    result.stdout.fnmatch_lines(["compared with *0001_*_release-1*"])
+    result = run(pytester, good, "--ipw-compare=2")
+    result.stdout.fnmatch_lines(["compared with *0002_*"])
+
+
+def test_junit_and_pytest_benchmark_carry_the_figures(project):
+    pytester, good = project
+    pytester.makepyfile(test_bench="""
+        def test_answer(ipw_bench, benchmark):
+            benchmark.pedantic(ipw_bench, rounds=1, iterations=1)
+    """)
+    result = run(pytester, good, "--ipw-limit=2", "--junitxml=junit.xml", "--benchmark-json=bench.json")
+    assert result.ret == 0
+    junit = (pytester.path / "junit.xml").read_text()
+    assert 'name="ipw_correct" value="True"' in junit
+    assert 'name="ipw_joules" value="2.0"' in junit
+    assert 'name="ipw_provenance" value="measured"' in junit
+    bench = json.loads((pytester.path / "bench.json").read_text())
+    extra = bench["benchmarks"][0]["extra_info"]
+    assert extra["ipw_joules"] == 2.0 and extra["ipw_correct"] is True and extra["ipw_provenance"] == "measured"
+
+
+# -- storage and CLI --------------------------------------------------------------------------------
+
+def test_concurrent_saves_both_survive(tmp_path):
+    storage = Storage(tmp_path)
+    document = {"schema_version": 1, "records": []}
+    first = storage.save(document, machine="m", commit="abc", dirty=False)
+    # a second writer that already picked number 1 (stale listing) must not overwrite the first
+    storage.runs = lambda machine=None: []  # type: ignore[method-assign]
+    second = storage.save(document, machine="m", commit="abc", dirty=True)
+    assert first.path != second.path and first.path.exists() and second.path.exists()
+    assert (first.number, second.number) == (1, 2) and second.dirty
+    assert not list(tmp_path.glob("m/.saving-*"))
+
+
+def test_save_names_cannot_escape_the_storage():
+    for bad in ("../x", "a/b", ".hidden", "", "x" * 65, "a\\b"):
+        with pytest.raises(IPWUsageError):
+            check_save_name(bad)
+    assert check_save_name("release-1.2_rc") == "release-1.2_rc"
+
+
+def test_machine_id_separates_hardware_and_meters():
+    base = {"node": "box", "system": "Linux", "machine": "x86_64", "cpu": "Xeon",
+            "accelerators": [{"profile": "h100", "device_name": "NVIDIA H100 80GB HBM3"}]}
+    meters = {"m-h100": {"meter": "nvml", "sensor": "nvml: GPU0", "provenance": "measured", "power_limit_w": 700.0}}
+    same = machine_id(base, meters)
+    assert same == machine_id(dict(base), dict(meters))
+    assert same.startswith("box-h100-")
+    assert machine_id(base, {"m": {**meters["m-h100"], "power_limit_w": 500.0}}) != same
+    assert machine_id({**base, "accelerators": [{"profile": "a100", "device_name": "A100"}]}, meters) != same
+    assert machine_id(base, {"m": {**meters["m-h100"], "provenance": "estimated"}}) != same
+
+
+def test_cli_list_compare_and_trend(project, capsys, monkeypatch):
+    pytester, good = project
+    run(pytester, good, "--ipw-autosave")
+    answers_file(pytester.path / "model.jsonl", wrong_every=3)
+    run(pytester, good, "--ipw-autosave")
+    monkeypatch.chdir(pytester.path)
+    assert cli_main(["list"]) == 0
+    assert "0001_" in capsys.readouterr().out
+    assert cli_main(["compare", "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "worse" in out
+    assert cli_main(["compare", "1", "2", "--fail=accuracy:2pt"]) == 1
+    assert "IPW REGRESSION: model@cpu: accuracy 1 -> 0.6667 (-33.3 points" in capsys.readouterr().err
+    assert cli_main(["compare", "1", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changes"]
+    assert cli_main(["compare", "1", "2", "--markdown"]) == 0
+    assert "| scope" in capsys.readouterr().out
+    assert cli_main(["compare", "1", "2", "--csv"]) == 0
+    assert capsys.readouterr().out.startswith("scope,metric,")
+    assert cli_main(["trend", "--metric", "accuracy"]) == 0
+    out = capsys.readouterr().out
+    assert "model@cpu" in out and "0.6667" in out
+    assert cli_main(["compare", "1", "nope"]) == 2
+    assert "no saved run matches 'nope'" in capsys.readouterr().err
+
+
+def test_cli_runs_as_a_console_script(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pytest_ipw.cli", "--storage", str(tmp_path), "list"],
+                            capture_output=True, text=True, env={**os.environ})
+    assert result.returncode == 0 and "no saved runs" in result.stdout
