@@ -1,4 +1,4 @@
-"""The ``pytest-ipw`` command: saved runs outside pytest (list, compare, trend), on the plugin's code.
+"""The ``pytest-ipw`` command: saved runs outside pytest (list, compare, trend, merge, report), on the plugin's code.
 
 Exit codes: 0 fine, 1 a gate failed, 2 bad usage or unreadable input (one clear message, no traceback).
 """
@@ -128,8 +128,67 @@ def _plot(series: dict[str, list[tuple[str, float | None]]], labels: list[str], 
     plt.close(figure)
 
 
+def _load_runs(storage: Storage, selectors: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Results files by path, or saved runs by selector (any machine id)."""
+    from pathlib import Path
+
+    loaded = []
+    for selector in selectors:
+        if Path(selector).is_file():
+            loaded.append((selector, load_run(selector)))
+        else:
+            run = _resolve(storage, selector)
+            loaded.append((run.id, load_run(run.path)))
+    return loaded
+
+
+def _write_report(document: dict[str, Any], args: argparse.Namespace, storage: Storage) -> None:
+    from .html_report import history_entries, write_report
+    from .model_info import load_model_info
+
+    history: list[Any] = []
+    machine = document.get("machine_id")
+    if machine and not document.get("merged"):
+        history, problems = history_entries(storage.runs(machine), load_run)
+        for problem in problems:
+            print(f"pytest-ipw: history: {problem}", file=sys.stderr)
+    files = write_report(document, args.report, model_info=load_model_info(args.model_info) or None,
+                         history=history, title=args.title)
+    print(f"report: {files.html} ({files.seconds:.1f} s; also {files.markdown.name}, {files.analysis.name}, "
+          f"{len(files.figures)} figures)")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge_documents
+    from .model_info import load_model_info
+    from .results import write_json_atomic
+
+    storage = Storage(args.storage)
+    infos = load_model_info(args.model_info)
+    merged = merge_documents(_load_runs(storage, args.runs), label_by_host=args.label_by_host, model_info=infos)
+    write_json_atomic(args.output, merged)
+    systems = ", ".join(f"{s['model']}@{s['accelerator']} ({s['provenance']})" for s in merged["summary"])
+    print(f"merged {len(merged['runs'])} runs, {len(merged['records'])} records: {systems}")
+    print(f"results: {args.output}")
+    for note in merged["merge_notes"]:
+        print(f"merge: {note}")
+    if args.report:
+        _write_report(merged, args, storage)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .merge import merge_documents
+
+    storage = Storage(args.storage)
+    runs = _load_runs(storage, args.runs)
+    document = runs[0][1] if len(runs) == 1 else merge_documents(runs, label_by_host=args.label_by_host)
+    _write_report(document, args, storage)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pytest-ipw", description="Saved pytest-ipw runs: list, compare, trend.")
+    parser = argparse.ArgumentParser(prog="pytest-ipw", description="Saved pytest-ipw runs: list, compare, trend, merge, report.")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"saved runs folder (default {DEFAULT_STORAGE})")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -155,6 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
     trend.add_argument("--machine", default=None, help="only this machine id")
     trend.add_argument("--plot", default=None, metavar="PNG", help="also draw the trend to this file (matplotlib)")
     trend.set_defaults(func=cmd_trend)
+
+    run_help = "results file (--ipw-json) or saved run (latest, a number, a save name, a commit prefix, a path)"
+    merge = sub.add_parser("merge", help="combine runs from several machines into one results file (and report)")
+    merge.add_argument("runs", nargs="+", metavar="RUN", help=run_help)
+    merge.add_argument("-o", "--output", default="merged.json", help="merged results file (default merged.json)")
+    merge.add_argument("--report", default=None, metavar="DIR", help="also write the HTML/Markdown report to DIR")
+    merge.set_defaults(func=cmd_merge)
+
+    report = sub.add_parser("report", help="write the HTML and Markdown report of one run, or of several merged")
+    report.add_argument("runs", nargs="+", metavar="RUN", help=run_help)
+    report.add_argument("-o", "--out", dest="report", required=True, metavar="DIR", help="report folder")
+    report.set_defaults(func=cmd_report)
+    for command in (merge, report):
+        command.add_argument("--model-info", default=None, metavar="FILE",
+                             help="JSON: model name -> release_date, parameters, role (local or reference)")
+        command.add_argument("--label-by-host", action="store_true",
+                             help="name accelerators ACCELERATOR:HOST, keeping the same accelerator on several hosts apart")
+        command.add_argument("--title", default="pytest-ipw report", help="report title")
     return parser
 
 

@@ -43,6 +43,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="warm-up generations after loading each model, not measured (default 1).")
     add("--ipw-reset-state", action="store_true", default=False,
         help="reset the model state before each query instead of keeping the prompt-prefix cache.")
+    # -- report ---------------------------------------------------------------------------------------
+    add("--ipw-report", metavar="DIR", default=None,
+        help="write a self-contained HTML report, a Markdown summary and the figures to DIR.")
+    add("--ipw-model-info", metavar="FILE", default=None,
+        help="JSON: model name -> release_date, parameters, role (local or reference), for the report's "
+             "trends, routing baseline and local-vs-reference analysis.")
     # -- history and regression gates ---------------------------------------------------------------
     add("--ipw-storage", metavar="DIR", default=".ipw", help="where saved runs live (default .ipw/).")
     add("--ipw-autosave", action="store_true", default=False, help="save this run to --ipw-storage.")
@@ -95,6 +101,8 @@ class RunOptions:
     compare_alpha: float = 0.05
     compare_across_machines: bool = False
     require_baseline: bool = False
+    report_dir: str | None = None
+    model_info: str | None = None
 
     @property
     def explicitly_used(self) -> bool:
@@ -131,6 +139,8 @@ def read_options(config: pytest.Config) -> RunOptions:
         compare_alpha=get("ipw_compare_alpha"),
         compare_across_machines=get("ipw_compare_across_machines"),
         require_baseline=get("ipw_require_baseline"),
+        report_dir=get("ipw_report"),
+        model_info=get("ipw_model_info"),
     )
     _check_ranges(options)
     return options
@@ -161,6 +171,10 @@ def _check_ranges(options: RunOptions) -> None:
         raise IPWUsageError("--ipw-compare-fail needs --ipw-compare (which run to compare with)")
     if options.save_name is not None:
         check_save_name(options.save_name)
+    if options.model_info is not None:
+        from .model_info import load_model_info
+
+        load_model_info(options.model_info)  # a bad file fails before any test runs
 
 
 def marker_thresholds(marker: Any) -> dict[str, Any]:

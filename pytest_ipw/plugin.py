@@ -16,6 +16,7 @@ from .options import add_options, marker_thresholds, read_options
 from .session import IPWSession, Target
 
 SESSION_KEY = pytest.StashKey[IPWSession]()
+REPORT_KEY = pytest.StashKey[str]()
 RECORD_PROPERTY = "ipw_record"
 WARMUP_PROMPT = "Reply with the word OK."
 
@@ -133,7 +134,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             write_json_atomic(ipw.options.json_path, ipw.results)
         except IPWUsageError as exc:
             ipw.results["write_error"] = str(exc)
+    if ipw.options.report_dir:
+        config.stash[REPORT_KEY] = _make_report(ipw)
     config.hook.pytest_ipw_results(config=config, results=ipw.results)
+
+
+def _make_report(ipw: IPWSession) -> str:
+    """Write ``--ipw-report``; returns the line for the terminal summary (the report's path, or why not)."""
+    from .html_report import history_entries, write_report
+    from .model_info import load_model_info
+    from .storage import Storage, load_run
+
+    try:
+        history: list[Any] = []
+        if ipw.history is not None:
+            history, _ = history_entries(Storage(ipw.options.storage).runs(ipw.history.machine), load_run)
+        files = write_report(ipw.results, ipw.options.report_dir, model_info=load_model_info(ipw.options.model_info),
+                             history=history)
+    except IPWUsageError as exc:
+        return f"IPW REPORT FAILED: {exc}"
+    return f"report: {files.html} (Markdown: {files.markdown}; {files.seconds:.1f} s)"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -156,6 +176,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if ipw.options.json_path:
         error = ipw.results.get("write_error")
         write(error if error else f"results: {ipw.options.json_path}")
+    report_line = config.stash.get(REPORT_KEY, None)
+    if report_line:
+        write(report_line, red=report_line.startswith("IPW REPORT FAILED"))
     for miss in ipw.misses:
         write(f"IPW THRESHOLD MISSED: {miss.line()}", red=True, bold=True)
     if ipw.history is not None:

@@ -7,6 +7,11 @@ loads lazily once here, before any inline run.
 
 import datasets  # noqa: F401
 import llama_cpp  # noqa: F401
+import matplotlib.backends.backend_agg  # noqa: F401
+import matplotlib.figure  # noqa: F401
+import matplotlib.lines  # noqa: F401
+import matplotlib.patches  # noqa: F401
+import PIL.PngImagePlugin  # noqa: F401
 import numpy  # noqa: F401
 import pandas  # noqa: F401
 import psutil  # noqa: F401
