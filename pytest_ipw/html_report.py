@@ -130,7 +130,11 @@ def analyse(document: Mapping[str, Any], model_info: Mapping[str, ModelInfo] | N
     infos = dict(model_info or {})
     if not infos and isinstance(document.get("model_info"), Mapping):
         infos = parse_model_info(document["model_info"], "the results file's model_info")
-    basis = str((document.get("settings", {}).get("energy") or {}).get("basis") or "total")
+    basis = (document.get("settings", {}).get("energy") or {}).get("basis")
+    if basis is None:  # a merged file: the runs' own basis, when they all agree
+        bases = {r.get("energy_basis") for r in records}
+        basis = bases.pop() if len(bases) == 1 else None
+    basis = str(basis or "total")
     if basis == "active" and not all(r.get("joules_active") is not None for r in records):
         basis = "total"
     summaries = summaries_of(records)

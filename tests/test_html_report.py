@@ -210,3 +210,13 @@ def test_browser_renders_the_report_and_runs_no_planted_script(tmp_path):
     assert len(colours) > 200  # text, tables and inline figures, not a blank or error page
     ink = sum(n for n, (r, g, b) in colours if r + g + b < 600)
     assert ink > 0.01 * 1280 * 2000
+
+
+def test_active_energy_basis_is_used_and_labelled_when_the_run_chose_it(tmp_path):
+    document = synthetic_document("measured")
+    for r in document["records"]:
+        r["joules_active"], r["energy_basis"] = r["joules"] / 2, "active"  # a merged file: no settings.energy
+    files = write_report(document, tmp_path / "r")
+    analysis = json.loads(files.analysis.read_text())
+    assert analysis["energy_basis"] == "active" and "active energy (above idle)" in analysis["energy_caption"]
+    assert analysis["routing"]["results"][1]["joules"] == 10.0  # half of the total-energy oracle's 20 J
