@@ -3,7 +3,9 @@
 Accepted forms (comma-separated for several, each becoming a value of the models axis):
 - a registered short name: ``smollm2-135m`` (the embedded default), ``smollm2-135m-q8_0``, ``smollm2-135m-q3_k_s``;
 - a GGUF path: ``/models/qwen2.5-1.5b-instruct-q4_k_m.gguf``;
-- ``BACKEND:LOCATION`` with a registered backend, e.g. ``llama-cpp:/path/model.gguf``.
+- ``BACKEND:LOCATION`` with a registered backend, e.g. ``llama-cpp:/path/model.gguf``,
+  ``vllm:Qwen/Qwen3-4B`` (a hub id or a local directory), ``recorded:answers.jsonl``;
+- an OpenAI-compatible server: ``openai+http://127.0.0.1:8080/v1#smollm2`` (``openai+https://`` for TLS).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import IPWUsageError
 
@@ -116,19 +119,23 @@ def check_gguf(path: Path, label: str) -> None:
         )
 
 
-def parse_model_spec(text: str) -> ModelSpec:
-    """One ``--ipw-model`` entry to a spec (no file is opened here beyond what naming needs)."""
+def parse_model_spec(text: str, option: str = "--ipw-model") -> ModelSpec:
+    """One ``--ipw-model`` entry to a spec (no file is opened here beyond what naming needs).
+
+    ``option`` names the option in messages (``--ipw-judge`` takes the same syntax)."""
     from .backends import BACKENDS
 
     entry = text.strip()
     if not entry:
-        raise IPWUsageError("--ipw-model has an empty entry; separate models with single commas")
+        raise IPWUsageError(f"{option} has an empty entry; separate models with single commas")
     scheme, sep, rest = entry.partition(":")
     if sep and scheme in BACKENDS:
         backend, location = scheme, rest
     elif sep and re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) and not Path(entry).exists() and len(scheme) > 1:
+        hint = ("; for an OpenAI-compatible server write openai+http://HOST:PORT/v1#MODEL"
+                if scheme in ("openai", "http", "https") else "")
         raise IPWUsageError(
-            f"--ipw-model={entry}: unknown backend {scheme!r}; known backends: {', '.join(sorted(BACKENDS))}"
+            f"{option}={entry}: unknown backend {scheme!r}; known backends: {', '.join(sorted(BACKENDS))}{hint}"
         )
     else:
         backend, location = "llama-cpp", entry
@@ -145,9 +152,27 @@ def parse_model_spec(text: str) -> ModelSpec:
             f"unknown model short name {location!r}; registered: {', '.join(registered_names())}, "
             "or give a path to a .gguf file"
         )
+    if backend.startswith("openai+"):
+        # "openai+http://host:port/v1#model": the location is the URL proper, labelled by the model name
+        location = backend.split("+", 1)[1] + ":" + location
+        parts = urlsplit(location)
+        return ModelSpec(name=_slug(parts.fragment or f"{parts.hostname}-{parts.port or ''}"), backend=backend,
+                         location=location)
+    if not location.strip():
+        raise IPWUsageError(f"{option}={entry}: nothing after '{backend}:'; e.g. {_EXAMPLES.get(backend, backend + ':LOCATION')}")
+    if backend == "vllm":
+        # "vllm:Qwen/Qwen3-4B" is labelled "qwen3-4b"; a local directory by its name
+        return ModelSpec(name=_slug(location.rstrip("/").rsplit("/", 1)[-1]), backend=backend, location=location)
     file_based = backend in ("llama-cpp", "recorded")
     return ModelSpec(name=_slug(Path(location).stem) if file_based else _slug(location), backend=backend,
                      location=location)
+
+
+_EXAMPLES = {
+    "vllm": "vllm:Qwen/Qwen3-4B",
+    "llama-cpp": "llama-cpp:/path/model.gguf",
+    "recorded": "recorded:answers.jsonl",
+}
 
 
 def parse_model_list(text: str | None) -> list[ModelSpec]:

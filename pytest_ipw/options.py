@@ -24,8 +24,10 @@ def add_options(parser: pytest.Parser) -> None:
              "else a labelled estimate.")
     add("--ipw-profiles", metavar="FILE", default=None,
         help="JSON file of extra accelerator profiles (same fields as the built-in registry).")
-    add("--ipw-dataset", metavar="FILE", default=None,
-        help="query set (JSONL, CSV or Parquet, README's schema). Default: the shipped set.")
+    add("--ipw-dataset", metavar="SPEC", default=None,
+        help="query set: a file (JSONL, CSV or Parquet, README's schema, or any columns with --ipw-columns), "
+             "hf:OWNER/NAME[?config=C&split=S] (a Hugging Face data set: MMLU-Pro, SuperGPQA, GPQA, "
+             "NaturalReasoning, WildChat, GSM8K built in), or mix:SPEC[*W],SPEC[*W],... Default: the shipped set.")
     add("--ipw-limit", metavar="N", type=int, default=None,
         help="use at most N queries (taken round-robin across domains).")
     add("--ipw-domains", metavar="D[,D...]", default=None, help="only queries of these domains.")
@@ -43,6 +45,25 @@ def add_options(parser: pytest.Parser) -> None:
         help="warm-up generations after loading each model, not measured (default 1).")
     add("--ipw-reset-state", action="store_true", default=False,
         help="reset the model state before each query instead of keeping the prompt-prefix cache.")
+    # -- data sets, backends and judging --------------------------------------------------------------
+    add("--ipw-columns", metavar="FIELD=COLUMN[,...]", default=None,
+        help="map a data set's columns to query fields: prompt, answer, choices, domain, id, split, scorer, "
+             "tolerance, difficulty (e.g. prompt=question,answer=label).")
+    add("--ipw-sample-seed", metavar="N", type=int, default=None,
+        help="draw --ipw-limit queries at random with this seed (still stratified by domain); "
+             "default: file order.")
+    add("--ipw-judge", metavar="SPEC", default=None,
+        help="model that grades open-ended answers (scorer judge), any --ipw-model spec. "
+             "Default: smollm2-135m (local).")
+    add("--ipw-api-key-env", metavar="NAME", default="OPENAI_API_KEY",
+        help="environment variable holding the API key for openai+http(s) models and judges "
+             "(default OPENAI_API_KEY; the key is never written anywhere).")
+    add("--ipw-timeout", metavar="S", type=float, default=120.0,
+        help="HTTP backends: seconds to wait for a connection or for the next bytes of an answer (default 120).")
+    add("--ipw-retries", metavar="N", type=int, default=2,
+        help="HTTP backends: extra tries after a refused connection or HTTP 429/5xx (default 2).")
+    add("--ipw-batch-size", metavar="N", type=int, default=1,
+        help="queries per engine call for batching backends (vllm); default 1, like the study.")
     # -- report ---------------------------------------------------------------------------------------
     add("--ipw-report", metavar="DIR", default=None,
         help="write a self-contained HTML report, a Markdown summary and the figures to DIR.")
@@ -103,12 +124,20 @@ class RunOptions:
     require_baseline: bool = False
     report_dir: str | None = None
     model_info: str | None = None
+    columns: str | None = None
+    sample_seed: int | None = None
+    judge: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    request_timeout: float = 120.0
+    retries: int = 2
+    batch_size: int = 1
 
     @property
     def explicitly_used(self) -> bool:
         """Whether the user passed any option that names something to validate now."""
         return any(v is not None for v in (self.models, self.accelerators, self.meter, self.profiles_file,
-                                           self.dataset, self.limit, self.domains))
+                                           self.dataset, self.limit, self.domains, self.columns,
+                                           self.judge)) or self.batch_size != 1
 
 
 def read_options(config: pytest.Config) -> RunOptions:
@@ -141,6 +170,13 @@ def read_options(config: pytest.Config) -> RunOptions:
         require_baseline=get("ipw_require_baseline"),
         report_dir=get("ipw_report"),
         model_info=get("ipw_model_info"),
+        columns=get("ipw_columns"),
+        sample_seed=get("ipw_sample_seed"),
+        judge=get("ipw_judge"),
+        api_key_env=get("ipw_api_key_env"),
+        request_timeout=get("ipw_timeout"),
+        retries=get("ipw_retries"),
+        batch_size=get("ipw_batch_size"),
     )
     _check_ranges(options)
     return options
@@ -157,6 +193,10 @@ def _check_ranges(options: RunOptions) -> None:
         (options.threads is None or options.threads >= 1, f"--ipw-threads must be at least 1, got {options.threads}"),
         (options.warmup >= 0, f"--ipw-warmup must not be negative, got {options.warmup}"),
         (options.limit is None or options.limit >= 1, f"--ipw-limit must be at least 1, got {options.limit}"),
+        (options.request_timeout > 0, f"--ipw-timeout must be positive (seconds), got {options.request_timeout}"),
+        (options.retries >= 0, f"--ipw-retries must not be negative, got {options.retries}"),
+        (options.batch_size >= 1, f"--ipw-batch-size must be at least 1, got {options.batch_size}"),
+        (bool(options.api_key_env.strip()), "--ipw-api-key-env needs the name of an environment variable"),
         (0 < options.compare_alpha < 1, f"--ipw-compare-alpha must lie in (0, 1), got {options.compare_alpha}"),
     ]
     for ok, message in checks:

@@ -113,6 +113,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ipw = config.stash.get(SESSION_KEY, None)
     if ipw is None:
         return
+    if "judge" in ipw.__dict__:  # created by a judged query in this process
+        ipw.judge.close()
     if not ipw.records or hasattr(config, "workerinput"):
         return  # nothing measured, or an xdist worker: the controller reports
     from .machine import machine_info
@@ -173,6 +175,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     notes = {t: info["fallback_reason"] for t, info in ipw.meter_info.items() if info.get("fallback_reason")}
     for line in provenance_notes(ipw.records, notes):
         write(line)
+    from .quality import quality_lines
+
+    for line in quality_lines(ipw.records, ipw.options.max_tokens):
+        write(line, red=line.startswith("OUTPUT TRUNCATED"))
     if ipw.options.json_path:
         error = ipw.results.get("write_error")
         write(error if error else f"results: {ipw.options.json_path}")
@@ -278,18 +284,33 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
     from .records import make_record
     from .scoring import score
 
+    session = _ipw(request.config)
+
     def run(query: Any = None) -> dict[str, Any]:
         query = ipw_query if query is None else query
-        with power_meter.window() as window:
-            generation = ipw_model.generate(query.prompt)
+        try:
+            if session.options.batch_size > 1:  # vLLM: this query and the next ones in one call
+                from .batching import batcher_for, upcoming_queries
+
+                generation, measurement = batcher_for(request.config, ipw_target.id, session.options.batch_size
+                                                      ).answer(query, upcoming_queries(request.node, request.session.items),
+                                                               ipw_model, power_meter)
+            else:
+                with power_meter.window() as window:
+                    generation = ipw_model.generate(query.prompt)
+                measurement = window.measurement
+            # after the model's window: a judge's own window never adds to the model's energy
+            result = score(query, generation.text, judge=session.judge_scorer(power_meter))
+        except IPWUsageError as exc:  # e.g. the server went away: stop, keep what finished
+            _stop(f"{ipw_target.model.name}: {exc}")
         record = make_record(
             query=query,
             model=ipw_target.model.name,
             accelerator=ipw_target.device.profile.name,
             benchmark=request.node.nodeid.split("[", 1)[0],
             generation=generation,
-            measurement=window.measurement,
-            score=score(query, generation.text),
+            measurement=measurement,
+            score=result,
         )
         _publish(request, record)
         return record

@@ -11,12 +11,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import IPWUsageError
 
-SCORERS = ("exact", "numeric", "choice", "regex")
+SCORERS = ("exact", "numeric", "choice", "regex", "judge")
 SPLITS = ("chat", "reasoning")
+LETTERS_FOR_CHOICES = "ABCDEFGHIJ"  # up to 10 options (MMLU-Pro)
 REQUIRED_FIELDS = ("id", "prompt", "answer", "domain", "split", "scorer")
 SUPPORTED_SUFFIXES = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -37,6 +38,7 @@ class Query:
     tolerance: float | None = None
     difficulty: str | None = None
     aliases: tuple[str, ...] = field(default=())
+    source: str | None = None  # the data set it came from, in a mix of several (weights apply per source)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,7 @@ class Query:
             "tolerance": self.tolerance,
             "difficulty": self.difficulty,
             "aliases": list(self.aliases),
+            "source": self.source,
         }
 
 
@@ -89,6 +92,8 @@ def query_from_row(row: dict[str, Any]) -> Query:
     choices = _as_str_tuple(row.get("choices"), "choices")
     if scorer == "choice" and len(choices) < 2:
         raise ValueError("scorer 'choice' needs a 'choices' list with at least two options")
+    if scorer == "choice" and len(choices) > len(LETTERS_FOR_CHOICES):
+        raise ValueError(f"scorer 'choice' supports up to {len(LETTERS_FOR_CHOICES)} options (A-J), got {len(choices)}")
     tolerance = row.get("tolerance")
     if _is_missing(tolerance):
         tolerance = None
@@ -131,6 +136,7 @@ def query_from_row(row: dict[str, Any]) -> Query:
         tolerance=tolerance,
         difficulty=None if _is_missing(difficulty) else str(difficulty),
         aliases=_as_str_tuple(row.get("aliases"), "aliases"),
+        source=None if _is_missing(row.get("source")) else str(row["source"]),
     )
 
 
@@ -247,8 +253,17 @@ def select_queries(
     domains: Iterable[str] | None = None,
     limit: int | None = None,
     source: str = "query set",
+    seed: int | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> list[Query]:
-    """Filter by domain, then keep the first ``limit`` per domain-balanced order (deterministic)."""
+    """Filter by domain, then keep ``limit`` queries stratified by domain (deterministic).
+
+    Domains take turns (round-robin), so ``--ipw-limit`` samples every domain. Within a domain queries
+    keep file order, or a random order fixed by ``seed`` (``--ipw-sample-seed``). With ``weights`` (a mix
+    of data sets, keyed by :attr:`Query.source`) the limit is first shared out between the sources in
+    proportion to their weights (a source with too few queries passes its remainder on), then each
+    source's share is stratified by domain as above.
+    """
     selected = list(queries)
     if domains:
         wanted = {d.strip() for d in domains if d.strip()}
@@ -260,22 +275,71 @@ def select_queries(
                 f"its domains are: {', '.join(known)}"
             )
         selected = [q for q in selected if q.domain in wanted]
-    if limit is not None:
-        if limit < 1:
-            raise IPWUsageError(f"--ipw-limit must be at least 1, got {limit}")
-        selected = _round_robin_by_domain(selected)[:limit]
+    if limit is not None and limit < 1:
+        raise IPWUsageError(f"--ipw-limit must be at least 1, got {limit}")
+    if weights:
+        by_source: dict[str, list[Query]] = {}
+        for query in selected:
+            by_source.setdefault(query.source or "", []).append(query)
+        ordered = {name: _round_robin_by_domain(group, seed, name) for name, group in by_source.items()}
+        if limit is not None:
+            counts = allocate(limit, {name: weights.get(name, 0.0) for name in ordered},
+                              {name: len(group) for name, group in ordered.items()})
+            ordered = {name: group[: counts[name]] for name, group in ordered.items()}
+        selected = _interleave(list(ordered.values()))
+    elif limit is not None or seed is not None:
+        selected = _round_robin_by_domain(selected, seed, "")
+        if limit is not None:
+            selected = selected[:limit]
     if not selected:
         raise IPWUsageError(f"the selection from {source} is empty; widen --ipw-domains or --ipw-limit")
     return selected
 
 
-def _round_robin_by_domain(queries: Sequence[Query]) -> list[Query]:
-    """Interleave domains so that ``--ipw-limit N`` samples every domain, keeping file order within each."""
-    by_domain: dict[str, list[Query]] = {}
-    for query in queries:
-        by_domain.setdefault(query.domain, []).append(query)
+def allocate(total: int, weights: Mapping[str, float], capacity: Mapping[str, int]) -> dict[str, int]:
+    """Share ``total`` between keys in proportion to ``weights`` (largest remainder), never above a key's
+    ``capacity``; what a full key cannot take goes to the others. Deterministic (ties by name)."""
+    counts = {key: 0 for key in weights}
+    active = sorted(key for key in weights if weights[key] > 0 and capacity.get(key, 0) > 0)
+    while active:
+        remaining = total - sum(counts.values())
+        if remaining <= 0:
+            break
+        weight_sum = sum(weights[key] for key in active)
+        shares = {key: remaining * weights[key] / weight_sum for key in active}
+        give = {key: min(int(shares[key]), capacity[key] - counts[key]) for key in active}
+        spare = remaining - sum(give.values())
+        for key in sorted(active, key=lambda k: (-(shares[k] - int(shares[k])), k)):
+            if spare <= 0:
+                break
+            if counts[key] + give[key] < capacity[key]:
+                give[key] += 1
+                spare -= 1
+        if not any(give.values()):
+            break
+        for key in active:
+            counts[key] += give[key]
+        active = [key for key in active if counts[key] < capacity[key]]
+    return counts
+
+
+def _interleave(columns: Sequence[Sequence[Query]]) -> list[Query]:
     ordered: list[Query] = []
-    columns = list(by_domain.values())
     for position in range(max((len(c) for c in columns), default=0)):
         ordered.extend(column[position] for column in columns if position < len(column))
     return ordered
+
+
+def _round_robin_by_domain(queries: Sequence[Query], seed: int | None = None, salt: str = "") -> list[Query]:
+    """Interleave domains so that ``--ipw-limit N`` samples every domain, in file order within each
+    domain, or shuffled with ``seed`` (seeded per source and domain, so adding a data set to a mix does
+    not change what is drawn from the others)."""
+    by_domain: dict[str, list[Query]] = {}
+    for query in queries:
+        by_domain.setdefault(query.domain, []).append(query)
+    if seed is not None:
+        import random
+
+        for domain, group in by_domain.items():
+            random.Random(f"{seed}:{salt}:{domain}").shuffle(group)
+    return _interleave(list(by_domain.values()))

@@ -17,6 +17,7 @@ RECORD_FIELDS = (
     "query_id", "domain", "split", "difficulty", "model", "accelerator", "benchmark", "prompt", "response",
     "reference", "extracted", "correct", "unscorable", "truncated", "tokens_in", "tokens_out", "latency_s",
     "ttft_s", "joules", "watts", "seconds", "meter", "provenance", "energy_domain", "meter_flags",
+    "correct_strict", "extracted_strict", "token_source", "judge",
 )
 
 
@@ -56,4 +57,9 @@ def make_record(
         "provenance": measurement.provenance,
         "energy_domain": measurement.domain,
         "meter_flags": list(measurement.flags),
+        # strict reading (answer in the requested format), where counts came from, the judge's verdict and cost
+        "correct_strict": score.correct_strict,
+        "extracted_strict": score.extracted_strict,
+        "token_source": generation.token_source,
+        "judge": score.judge,
     }

@@ -16,13 +16,14 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def summary_table(summaries: Sequence[Summary]) -> str:
     from tabulate import tabulate
 
-    headers = ["model", "accel", "queries", "accuracy (95% CI)", "unscorable", "J/query", "W", "IPW (1/W)",
+    headers = ["model", "accel", "queries", "accuracy (95% CI)", "tok out", "unscorable", "J/query", "W", "IPW (1/W)",
                "IPJ (1/J)", "J/correct", "p50 s", "p95 s", "tok/s", "energy source"]
     rows = []
     for s in summaries:
         rows.append([
             s.model, s.accelerator, s.queries,
             f"{s.accuracy:.3f} ({s.accuracy_low:.2f}-{s.accuracy_high:.2f})",
+            f"{s.mean_tokens_out:.1f}",  # beside accuracy: a model that talks longer pays for it in energy
             s.unscorable, _fmt(s.mean_joules), _fmt(s.mean_watts), _fmt(s.ipw), _fmt(s.ipj),
             _fmt(s.joules_per_correct), _fmt(s.latency_p50_s), _fmt(s.latency_p95_s), _fmt(s.tokens_per_s),
             f"{s.provenance.upper()} {s.domain}",

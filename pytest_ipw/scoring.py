@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
 
 from .queries import Query
 
-__all__ = ["Score", "score", "extract_number", "extract_choice", "normalize_text"]
+__all__ = ["Score", "score", "extract_number", "extract_choice", "extract_choice_strict", "extract_number_strict",
+           "normalize_text"]
 
 LETTERS = "ABCDEFGHIJ"  # choice scoring supports up to 10 options
 DEFAULT_REL_TOL = 1e-6  # numeric answers without a tolerance must match (up to float noise)
@@ -28,6 +29,12 @@ class Score:
     correct: bool
     unscorable: bool  # no answer could be extracted (counted as wrong by callers, never dropped)
     extracted: str | None  # what was compared with the reference, for the report/JSON
+    #: the strict reading (lm-evaluation-harness style): only an answer in the requested format counts.
+    #: For ``choice`` and ``numeric``; other scorers have no separate strict reading (same as ``correct``).
+    #: (Secondary readings do not take part in equality: two Scores are equal when their verdicts are.)
+    correct_strict: bool | None = field(default=None, compare=False)
+    extracted_strict: str | None = field(default=None, compare=False)
+    judge: dict[str, Any] | None = field(default=None, compare=False)  # verdict, identity, cost (scorer "judge")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,16 +211,56 @@ def _format_number(value: float) -> str:
     return repr(value)
 
 
+# Strict numeric formats: GSM8K's "#### N", "the answer is N", \boxed{N}, or a reply that is only a number.
+_STRICT_NUMBER = re.compile(r"(?:####|\banswer\s+is\b:?)\s*\$?\s*(?P<n>-?[0-9][0-9,]*(?:\.[0-9]+)?)", re.IGNORECASE)
+_ONLY_NUMBER = re.compile(r"\s*\$?\s*(?P<n>-?[0-9][0-9,]*(?:\.[0-9]+)?)\s*\.?\s*")
+
+
+def extract_number_strict(text: str) -> float | None:
+    """The final number only where the reply gives it in a requested format, else None.
+
+    Like lm-evaluation-harness's "strict-match" (GSM8K: ``#### N``; CoT prompts: ``The answer is N``),
+    plus ``\boxed{N}`` and a reply that is just the number. :func:`extract_number` is the flexible reading.
+    """
+    if not text:
+        return None
+    boxed = _boxed_contents(text)
+    candidates = [m.group("n") for m in _STRICT_NUMBER.finditer(_MARKDOWN.sub("", text))]
+    if boxed:
+        only = _ONLY_NUMBER.fullmatch(_clean(boxed[-1]))
+        if only:
+            candidates.append(only.group("n"))
+    if not candidates:
+        only = _ONLY_NUMBER.fullmatch(_MARKDOWN.sub("", text))
+        candidates = [only.group("n")] if only else []
+    if not candidates:
+        return None
+    try:
+        return float(candidates[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _numbers_match(query: Query, value: float) -> bool:
+    text = query.answer.replace(",", "").strip()
+    reference = float(text)
+    if query.tolerance is not None:
+        return abs(value - reference) <= query.tolerance
+    if re.fullmatch(r"[-+]?\d+", text):
+        # An integer reference is matched exactly: a relative tolerance would accept 972997745 for 972996775.
+        return value == reference
+    return math.isclose(value, reference, rel_tol=DEFAULT_REL_TOL, abs_tol=1e-12)
+
+
 def _score_numeric(query: Query, response: str) -> Score:
+    strict = extract_number_strict(response)
+    strict_fields = {"correct_strict": strict is not None and _numbers_match(query, strict),
+                     "extracted_strict": None if strict is None else _format_number(strict)}
     value = extract_number(response, avoid=_numbers(_clean(query.prompt)))
     if value is None:
-        return Score(correct=False, unscorable=True, extracted=None)
-    reference = float(query.answer.replace(",", ""))
-    if query.tolerance is not None:
-        correct = abs(value - reference) <= query.tolerance
-    else:
-        correct = math.isclose(value, reference, rel_tol=DEFAULT_REL_TOL, abs_tol=1e-12)
-    return Score(correct=correct, unscorable=False, extracted=_format_number(value))
+        return Score(correct=False, unscorable=True, extracted=None, **strict_fields)
+    return Score(correct=_numbers_match(query, value), unscorable=False, extracted=_format_number(value),
+                 **strict_fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,11 +374,39 @@ def _choice_by_text(text: str, choices: Sequence[str]) -> str | None:
     return LETTERS[hits[0]] if len(hits) == 1 else None
 
 
+# lm-evaluation-harness's MMLU-Pro pattern ("answer is (X)"), also after "Answer:"; the last one counts.
+_STRICT_CHOICE = re.compile(r"\banswer(?:\s+is|\s*:)\s*\(?(?P<letter>[A-J])\)?(?![\w'’])", re.IGNORECASE)
+
+
+def extract_choice_strict(text: str, n_choices: int) -> str | None:
+    """The option letter only where the reply gives it in a requested format, else None.
+
+    "The answer is (C)" / "Answer: C" (the last one), or a reply that is just the letter ("C", "(C)",
+    "C."). :func:`extract_choice` is the flexible reading (option text, lone letters, ...).
+    """
+    if not text:
+        return None
+    valid = LETTERS[: min(n_choices, len(LETTERS))]
+    cleaned = _MARKDOWN.sub("", text)
+    found = [m.group("letter") for m in _STRICT_CHOICE.finditer(cleaned)]
+    # A lower-case letter must be bracketed: "the answer is a plant" names no option.
+    found = [f for f, m in zip(found, _STRICT_CHOICE.finditer(cleaned)) if f.isupper() or "(" in m.group(0)]
+    if not found:
+        bare = cleaned.strip().strip(".").strip()
+        if re.fullmatch(r"\(?[A-J]\)?", bare):
+            found = [bare.strip("()")]
+    letter = found[-1].upper() if found else None
+    return letter if letter and letter in valid else None
+
+
 def _score_choice(query: Query, response: str) -> Score:
+    strict = extract_choice_strict(response, len(query.choices))
+    reference = query.answer.strip().upper()
+    strict_fields = {"correct_strict": strict == reference, "extracted_strict": strict}
     letter = extract_choice(response, len(query.choices), query.choices)
     if letter is None:
-        return Score(correct=False, unscorable=True, extracted=None)
-    return Score(correct=letter == query.answer.strip().upper(), unscorable=False, extracted=letter)
+        return Score(correct=False, unscorable=True, extracted=None, **strict_fields)
+    return Score(correct=letter == reference, unscorable=False, extracted=letter, **strict_fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,10 +460,24 @@ _SCORERS = {
 }
 
 
-def score(query: Query, response: str) -> Score:
-    """Compare ``response`` with ``query.answer`` using ``query.scorer``."""
+def score(query: Query, response: str, judge: Callable[[Query, str], Score] | None = None) -> Score:
+    """Compare ``response`` with ``query.answer`` using ``query.scorer``.
+
+    Scorer ``judge`` asks ``judge`` (see :mod:`pytest_ipw.judge`) to compare the response with the reference.
+    """
+    if query.scorer == "judge":
+        if judge is None:
+            from .errors import IPWUsageError
+
+            raise IPWUsageError(f"query {query.id!r} is scored by a judge model; name one with --ipw-judge=SPEC")
+        return judge(query, response or "")
     try:
         scorer = _SCORERS[query.scorer]
     except KeyError:
         raise ValueError(f"unknown scorer {query.scorer!r} for query {query.id!r}") from None
-    return scorer(query, response or "")
+    result = scorer(query, response or "")
+    if result.correct_strict is None:  # no separate strict reading: strict == flexible
+        from dataclasses import replace
+
+        result = replace(result, correct_strict=result.correct, extracted_strict=result.extracted)
+    return result

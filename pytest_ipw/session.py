@@ -16,7 +16,9 @@ from .backends.base import GenerationSettings
 from .metrics import Summary, accuracy_by, coverage, group_by, summarize
 from .models import ModelSpec, parse_model_list
 from .options import RunOptions
-from .queries import DEFAULT_QUERY_SET, Query, load_queries, select_queries
+from .errors import IPWUsageError
+from .quality import judge_cost, quality_summary
+from .queries import DEFAULT_QUERY_SET, Query, select_queries
 
 SCHEMA_VERSION = 1
 
@@ -88,13 +90,22 @@ class IPWSession:
         return [Target(model, device) for model in self.models for device in self.devices]
 
     @functools.cached_property
+    def query_set(self) -> Any:
+        """The loaded data set(s): file, hub data set or mix (:mod:`pytest_ipw.sources`)."""
+        from .sources import load_query_set
+
+        return load_query_set(self.options.dataset, self.options.columns)
+
+    @functools.cached_property
     def all_queries(self) -> list[Query]:
-        return load_queries(self.options.dataset)
+        return self.query_set.queries
+
 
     def queries(self, domains: list[str] | None = None) -> list[Query]:
         """The selected queries; a benchmark's marker ``domains`` narrows the run's selection further."""
         source = f"query set {self.options.dataset or DEFAULT_QUERY_SET}"
-        selected = select_queries(self.all_queries, domains=self.options.domains, limit=self.options.limit, source=source)
+        selected = select_queries(self.all_queries, domains=self.options.domains, limit=self.options.limit, source=source,
+                                  seed=self.options.sample_seed, weights=self.query_set.weights)
         if domains:
             selected = select_queries(selected, domains=domains, source=f"the selection from {source}")
         return selected
@@ -103,7 +114,20 @@ class IPWSession:
     def generation_settings(self) -> GenerationSettings:
         o = self.options
         return GenerationSettings(temperature=o.temperature, seed=o.seed, max_tokens=o.max_tokens,
-                                  context_size=o.context_size, threads=o.threads, keep_prefix_cache=not o.reset_state)
+                                  context_size=o.context_size, threads=o.threads, keep_prefix_cache=not o.reset_state,
+                                  batch_size=o.batch_size, request_timeout_s=o.request_timeout, retries=o.retries,
+                                  api_key_env=o.api_key_env)
+
+    @functools.cached_property
+    def judge(self) -> Any:
+        """The judge for scorer ``judge`` (its model loads on the first judged answer, on the first device)."""
+        from .judge import Judge
+
+        return Judge(self.options.judge, self.generation_settings, self.devices[0])
+
+    def judge_scorer(self, meter: Any) -> Any:
+        """The judge as ``score(..., judge=)`` wants it; its energy is read from ``meter`` in its own window."""
+        return functools.partial(self.judge, meter=meter)
 
     def validate(self) -> None:
         """Resolve everything the user named, so bad input fails before any test runs."""
@@ -111,6 +135,17 @@ class IPWSession:
 
         for model in self.models:
             check_backend_spec(model)
+        if self.options.judge:
+            from .models import parse_model_spec
+
+            check_backend_spec(parse_model_spec(self.options.judge, option="--ipw-judge"))
+        if self.options.batch_size > 1:
+            from .backends import backend_batches
+
+            single = sorted(m.name for m in self.models if not backend_batches(m))
+            if single:
+                raise IPWUsageError(f"--ipw-batch-size={self.options.batch_size}: {', '.join(single)} run(s) one "
+                                    "query at a time; batching applies to vllm models (use --ipw-batch-size=1)")
         _ = self.targets, self.queries()
         if self.options.meter:
             from .meters.registry import select_meter
@@ -156,7 +191,10 @@ class IPWSession:
             "machine_info": machine_info,
             "settings": {
                 "generation": self.generation_settings.to_dict(),
-                "dataset": str(self.options.dataset or DEFAULT_QUERY_SET),
+                "dataset": self.query_set.label,
+                "dataset_sources": self.query_set.sources,
+                "columns": self.options.columns,
+                "sample_seed": self.options.sample_seed,
                 "limit": self.options.limit,
                 "domains": self.options.domains,
                 "warmup": self.options.warmup,
@@ -164,12 +202,16 @@ class IPWSession:
                                "benchmarks": self.benchmark_markers},
                 "models": self.model_info,
                 "meters": self.meter_info,
+                "judge": self.judge.describe() if "judge" in self.__dict__ else None,
             },
             "records": self.records,
             "summary": [s.to_dict() for s in self.summaries],
             "accuracy_by_domain": per_domain,
             "coverage": cov.to_dict(),
             "threshold_failures": [m.line() for m in self.misses],
+            # strict/flexible accuracy, output-length guard; the judge's cost, never in the model's energy
+            "quality": quality_summary(self.records, self.options.max_tokens),
+            "judge_cost": judge_cost(self.records),
         }
 
 

@@ -17,4 +17,6 @@ import pandas  # noqa: F401
 import psutil  # noqa: F401
 import pyarrow.parquet  # noqa: F401
 import pynvml  # noqa: F401
+import sqlite3  # noqa: F401  (judge verdict cache)
+import ssl  # noqa: F401  (openai+https backend)
 import tabulate  # noqa: F401

@@ -13,6 +13,9 @@ from .base import Backend, Generation, GenerationSettings
 #: scheme used in --ipw-model -> module with ``load(spec, settings, accelerator) -> Backend``
 BACKENDS: dict[str, str] = {
     "llama-cpp": "pytest_ipw.backends.llama_cpp",
+    "vllm": "pytest_ipw.backends.vllm",
+    "openai+http": "pytest_ipw.backends.openai_http",
+    "openai+https": "pytest_ipw.backends.openai_http",
     "recorded": "pytest_ipw.backends.recorded",
 }
 
@@ -23,6 +26,12 @@ def load_backend(spec: Any, settings: GenerationSettings, accelerator: Any) -> B
     return module.load(spec, settings, accelerator)
 
 
+def backend_batches(spec: Any) -> bool:
+    """Whether the spec's backend runs several prompts in one engine call (``--ipw-batch-size`` > 1)."""
+    module = importlib.import_module(BACKENDS[spec.backend])
+    return bool(getattr(module, "BATCHES", False))
+
+
 def check_backend_spec(spec: Any) -> None:
     """Cheap early check of a model spec (file exists, right format...); raises IPWUsageError."""
     module = importlib.import_module(BACKENDS[spec.backend])
@@ -31,4 +40,5 @@ def check_backend_spec(spec: Any) -> None:
         check(spec)
 
 
-__all__ = ["BACKENDS", "Backend", "Generation", "GenerationSettings", "check_backend_spec", "load_backend"]
+__all__ = ["BACKENDS", "Backend", "Generation", "GenerationSettings", "backend_batches", "check_backend_spec",
+           "load_backend"]

@@ -17,9 +17,17 @@ class GenerationSettings:
     context_size: int = 2048
     threads: int | None = None  # None: the backend's default (llama.cpp: physical cores)
     keep_prefix_cache: bool = True  # False resets model state before each query (about a third slower)
+    batch_size: int = 1  # queries per engine call; 1 like the study (only batching backends accept more)
+    request_timeout_s: float = 120.0  # HTTP backends: per request, connect and each read
+    retries: int = 2  # HTTP backends: extra tries after a connection failure or HTTP 429/5xx
+    api_key_env: str = "OPENAI_API_KEY"  # the variable's *name* is recorded, never its value
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def subset(self, *names: str) -> dict[str, Any]:
+        """The settings a backend honours, for its ``info()`` (others would be noise there)."""
+        return {name: getattr(self, name) for name in names}
 
 
 @dataclass(frozen=True)
@@ -27,12 +35,15 @@ class Generation:
     """One answer and its timing. ``latency_s`` covers the whole call, ``ttft_s`` up to the first token."""
 
     text: str
-    tokens_in: int
+    tokens_in: int | None  # None where the runtime does not say (streamed chunks without a usage block)
     tokens_out: int
     latency_s: float
     ttft_s: float | None
     finish_reason: str | None = None  # "stop" | "length" (truncated at max_tokens) | ...
     extra: dict[str, Any] = field(default_factory=dict)
+    #: where the token counts come from: "runtime" (counted by the engine in-process), "usage" (the
+    #: server's usage block), "chunks" (streamed chunks counted, prompt tokens unknown), "recorded"
+    token_source: str = "runtime"
 
 
 class Backend(abc.ABC):
@@ -40,10 +51,18 @@ class Backend(abc.ABC):
 
     #: registry name of the backend, e.g. "llama-cpp"
     kind: str = "backend"
+    #: whether :meth:`generate_batch` runs prompts together in one engine call (``--ipw-batch-size`` > 1)
+    batches: bool = False
+    #: whether the model runs on this machine (its energy can be metered here); False for remote endpoints
+    local: bool = True
 
     @abc.abstractmethod
     def generate(self, prompt: str) -> Generation:
         """Answer one user prompt with the backend's settings (chat template applied by the backend)."""
+
+    def generate_batch(self, prompts: list[str]) -> list[Generation]:
+        """Answer several prompts; backends that batch natively override this (and set ``batches``)."""
+        return [self.generate(prompt) for prompt in prompts]
 
     def info(self) -> dict[str, Any]:
         """Model file, format, runtime version and settings, for the results' ``settings``."""

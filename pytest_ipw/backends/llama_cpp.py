@@ -8,6 +8,7 @@ queries (outputs are identical in any order at temperature 0, and it saves about
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -38,11 +39,13 @@ def _quiet_stderr():
 class LlamaCppBackend(Backend):
     kind = "llama-cpp"
 
-    def __init__(self, llama: Any, model_file: str, settings: GenerationSettings, gpu_layers: int):
+    def __init__(self, llama: Any, model_file: str, settings: GenerationSettings, gpu_layers: int,
+                 offload: dict[str, Any] | None = None):
         self._llama = llama
         self.model_file = model_file
         self.settings = settings
         self.gpu_layers = gpu_layers
+        self.offload = offload or {"gpu_layers": gpu_layers}
 
     def generate(self, prompt: str) -> Generation:
         llama = self._llama
@@ -90,14 +93,24 @@ class LlamaCppBackend(Backend):
     def info(self) -> dict[str, Any]:
         import llama_cpp
 
+        llama = self._llama
+        template = (getattr(llama, "metadata", None) or {}).get("tokenizer.chat_template")
         return {
             "backend": self.kind,
             "runtime_version": getattr(llama_cpp, "__version__", "unknown"),
             "model_file": self.model_file,
             "model_bytes": os.path.getsize(self.model_file),
             "gpu_layers": self.gpu_layers,
-            "chat_format": getattr(self._llama, "chat_format", None),
-            **self.settings.to_dict(),
+            **self.offload,
+            "chat_format": getattr(llama, "chat_format", None),
+            # The template text is long; its source and hash say which one formatted the prompts.
+            "chat_template_source": "gguf" if template else "llama-cpp-python built-in",
+            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
+            **self.settings.subset("temperature", "seed", "max_tokens", "keep_prefix_cache"),
+            # What llama.cpp actually uses (None in the settings means "its default"):
+            "threads": getattr(llama, "n_threads", self.settings.threads),
+            "threads_batch": getattr(llama, "n_threads_batch", None),
+            "context_size": llama.n_ctx() if hasattr(llama, "n_ctx") else self.settings.context_size,
         }
 
     def close(self) -> None:
@@ -106,6 +119,34 @@ class LlamaCppBackend(Backend):
             if close is not None:
                 close()
             self._llama = None
+
+
+#: how to rebuild llama-cpp-python with GPU offload, by accelerator vendor
+_REBUILD = {
+    "nvidia": 'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python',
+    "apple": 'CMAKE_ARGS="-DGGML_METAL=on" pip install --force-reinstall --no-cache-dir llama-cpp-python',
+    "amd": 'CMAKE_ARGS="-DGGML_HIP=on" pip install --force-reinstall --no-cache-dir llama-cpp-python',
+}
+
+
+def offload_settings(llama_cpp: Any, accelerator: Any) -> dict[str, Any]:
+    """GPU layers and device for ``accelerator``; an error when it needs offload this build cannot do.
+
+    Without this check a CPU-only build would silently run a "GPU" benchmark on the CPU.
+    """
+    profile = accelerator.profile
+    if not profile.offload:
+        return {"gpu_layers": 0, "gpu_offload": "none (CPU)", "main_gpu": None}
+    if not llama_cpp.llama_supports_gpu_offload():
+        fix = _REBUILD.get(profile.vendor, "rebuild llama-cpp-python with its GPU backend enabled (CMAKE_ARGS)")
+        raise IPWUsageError(
+            f"--ipw-accelerator={profile.name} runs the model on the {profile.vendor} accelerator, but this "
+            f"llama-cpp-python {getattr(llama_cpp, '__version__', '')} was built without GPU offload; rebuild it: "
+            f"{fix}, or run on --ipw-accelerator=cpu"
+        )
+    backend = {"nvidia": "CUDA", "apple": "Metal", "amd": "HIP/ROCm"}.get(profile.vendor, profile.vendor)
+    index = accelerator.index if accelerator.index is not None else 0
+    return {"gpu_layers": -1, "gpu_offload": f"{backend} (all layers)", "main_gpu": index}
 
 
 def check(spec: ModelSpec) -> None:
@@ -124,7 +165,13 @@ def load(spec: ModelSpec, settings: GenerationSettings, accelerator: Any) -> Lla
             "(it builds from source, about 11 minutes on 2 cores)"
         ) from None
     model_file = resolve_model_file(spec)
-    gpu_layers = -1 if accelerator.profile.offload else 0
+    offload = offload_settings(llama_cpp, accelerator)
+    gpu_layers = offload["gpu_layers"]
+    placement: dict[str, Any] = {}
+    if gpu_layers:
+        # One accelerator per target: keep the whole model on that device (no split across GPUs), so the
+        # meter of that device sees all of its work.
+        placement = {"split_mode": llama_cpp.LLAMA_SPLIT_MODE_NONE, "main_gpu": offload["main_gpu"]}
     try:
         with _quiet_stderr():
             llama = llama_cpp.Llama(
@@ -134,6 +181,7 @@ def load(spec: ModelSpec, settings: GenerationSettings, accelerator: Any) -> Lla
                 seed=settings.seed,
                 n_threads=settings.threads,
                 verbose=False,
+                **placement,
             )
     except (ValueError, RuntimeError, OSError) as exc:
         raise IPWUsageError(
@@ -141,4 +189,4 @@ def load(spec: ModelSpec, settings: GenerationSettings, accelerator: Any) -> Lla
             "The file may be truncated or corrupt, or made for a newer llama.cpp; re-download it or "
             "upgrade llama-cpp-python"
         ) from None
-    return LlamaCppBackend(llama, str(model_file), settings, gpu_layers)
+    return LlamaCppBackend(llama, str(model_file), settings, gpu_layers, offload)

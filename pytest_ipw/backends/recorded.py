@@ -47,7 +47,8 @@ class RecordedBackend(Backend):
         row = self.answers.get(prompt)
         if row is None:
             if prompt.startswith("Reply with the word OK"):  # the plugin's warm-up prompt
-                return Generation(text="OK", tokens_in=0, tokens_out=1, latency_s=0.0, ttft_s=0.0, finish_reason="stop")
+                return Generation(text="OK", tokens_in=0, tokens_out=1, latency_s=0.0, ttft_s=0.0, finish_reason="stop",
+                                  token_source="recorded")
             raise IPWUsageError(f"recorded answers {self.path} have no answer for the prompt {prompt[:60]!r}")
         latency = float(row.get("latency_s", 0.0))
         if latency > 0:
@@ -60,6 +61,7 @@ class RecordedBackend(Backend):
             latency_s=latency,
             ttft_s=row.get("ttft_s"),
             finish_reason=row.get("finish_reason", "stop"),
+            token_source="recorded",
         )
 
     def info(self) -> dict[str, Any]:

@@ -1,0 +1,423 @@
+"""OpenAI-compatible HTTP servers: llama.cpp's server, llama-cpp-python's server, Ollama, ``vllm serve``,
+LM Studio, or any cloud endpoint that speaks ``POST /v1/chat/completions``.
+
+``--ipw-model=openai+http://127.0.0.1:8080/v1#smollm2`` (``openai+https://...`` for TLS): the base URL up
+to ``/v1``, and after ``#`` the model name the server knows (optional when it serves exactly one).
+
+Answers are streamed, so time-to-first-token is the time to the first generated text, as a user sees it.
+Token counts come from the server's usage block (asked for with ``stream_options.include_usage``); a
+server that sends none gets its streamed chunks counted instead, and the record says so
+(``token_source: chunks``, prompt tokens unknown). The API key is read from an environment variable
+(``--ipw-api-key-env``, default ``OPENAI_API_KEY``); only the variable's name is ever recorded, and
+server messages are scrubbed of the key before they are shown.
+
+The client is the standard library's ``http.client``: one keep-alive connection, no SDK, nothing to
+import at plugin load. Connection failures and HTTP 429/5xx are retried a bounded number of times
+(``--ipw-retries``) with a short back-off; a read that takes longer than ``--ipw-timeout`` is not
+retried (the model would be just as slow again).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+from ..errors import IPWUsageError
+from ..models import ModelSpec
+from .base import Backend, Generation, GenerationSettings
+
+SCHEMES = ("openai+http", "openai+https")
+RETRY_STATUS = (429, 500, 502, 503, 504)
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+#: endpoints that say which server and version answers (vLLM, Ollama, llama.cpp's server), tried once
+VERSION_PROBES = ("/version", "/api/version", "/props")
+START_HINT = ("start it (python -m llama_cpp.server --model M.gguf, vllm serve MODEL, ollama serve, "
+              "llama-server -m M.gguf) or fix the URL in --ipw-model")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed ``openai+http(s)://host:port/base#model`` location."""
+
+    scheme: str  # "http" | "https"
+    host: str
+    port: int
+    base_path: str  # e.g. "/v1"
+    model: str | None
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}{self.base_path}"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+
+def parse_endpoint(location: str) -> Endpoint:
+    """``http://127.0.0.1:8080/v1#smollm2`` to an :class:`Endpoint`; a malformed one names the syntax."""
+    parts = urlsplit(location)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise IPWUsageError(
+            f"--ipw-model=openai+{location}: expected openai+http://HOST:PORT/v1#MODEL "
+            "(or openai+https://...), e.g. openai+http://127.0.0.1:8080/v1#smollm2"
+        )
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise IPWUsageError(f"--ipw-model=openai+{location}: the port is not a number") from None
+    return Endpoint(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), parts.fragment or None)
+
+
+class _Retryable(Exception):
+    """A failure worth another try (connection refused/reset, HTTP 429/5xx)."""
+
+
+class OpenAIHTTPClient:
+    """A minimal OpenAI-compatible client: JSON GETs and streamed chat completions over one connection."""
+
+    def __init__(self, endpoint: Endpoint, api_key: str | None, timeout_s: float, retries: int,
+                 key_env: str = "OPENAI_API_KEY"):
+        self.endpoint = endpoint
+        self._api_key = api_key
+        self.key_env = key_env  # named in messages; the key itself never is
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._connection: http.client.HTTPConnection | None = None
+        self.server_header: str | None = None
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def redact(self, text: str) -> str:
+        """``text`` with the API key replaced: servers echo keys in error messages."""
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            e = self.endpoint
+            if e.scheme == "https":
+                self._connection = http.client.HTTPSConnection(e.host, e.port, timeout=self.timeout_s,
+                                                               context=ssl.create_default_context())
+            else:
+                self._connection = http.client.HTTPConnection(e.host, e.port, timeout=self.timeout_s)
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _headers(self, streaming: bool = False) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if streaming else "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None, streaming: bool) -> http.client.HTTPResponse:
+        """One request; connection-level failures become :class:`_Retryable`, a timeout an IPWUsageError."""
+        connection = self._connect()
+        payload = json.dumps(body).encode() if body is not None else None
+        try:
+            connection.request(method, self.endpoint.base_path + path, body=payload, headers=self._headers(streaming))
+            response = connection.getresponse()
+        except (socket.timeout, TimeoutError):
+            self.close()
+            raise self._timeout_error(path) from None
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, closed keep-alive...
+            self.close()
+            raise _Retryable(_describe(exc)) from None
+        self.server_header = response.getheader("Server") or self.server_header
+        if response.status in RETRY_STATUS:
+            detail = self._error_detail(response)
+            self.close()
+            raise _Retryable(f"HTTP {response.status}: {detail}")
+        return response
+
+    def _with_retries(self, method: str, path: str, body: dict[str, Any] | None = None,
+                      streaming: bool = False) -> http.client.HTTPResponse:
+        last = ""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._send(method, path, body, streaming)
+            except _Retryable as exc:
+                last = str(exc)
+                if attempt < self.retries:
+                    time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+        tries = f"{self.retries + 1} tr{'y' if self.retries == 0 else 'ies'}"
+        if last.startswith("HTTP "):
+            raise IPWUsageError(f"the server at {self.endpoint.base_url} kept failing ({self.redact(last)}) after "
+                                f"{tries}; check its log, or raise --ipw-retries")
+        raise IPWUsageError(f"cannot reach the OpenAI-compatible server at {self.endpoint.base_url} ({last}, "
+                            f"{tries}); {START_HINT}")
+
+    def _timeout_error(self, path: str) -> IPWUsageError:
+        return IPWUsageError(
+            f"the server at {self.endpoint.base_url} did not answer {path} within {self.timeout_s:g} s "
+            "(--ipw-timeout); raise --ipw-timeout for slow models, or check that the server is not stuck"
+        )
+
+    def _error_detail(self, response: http.client.HTTPResponse) -> str:
+        try:
+            raw = response.read(4096).decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            raw = ""
+        detail = raw
+        try:
+            data = json.loads(raw)
+            error = data.get("error", data) if isinstance(data, dict) else data
+            detail = error.get("message", raw) if isinstance(error, dict) else str(error)
+        except (json.JSONDecodeError, AttributeError):
+            pass
+        return self.redact(" ".join(str(detail).split())[:300]) or response.reason
+
+    def check_status(self, response: http.client.HTTPResponse, path: str) -> None:
+        """Turn an HTTP error into one message that names the fix."""
+        if response.status < 400:
+            return
+        detail = self._error_detail(response)
+        self.close()
+        url = self.endpoint.base_url
+        if response.status in (401, 403):
+            env = self.key_env
+            state = f"{env} is set but the key was refused" if self._api_key else f"{env} is not set"
+            raise IPWUsageError(f"the server at {url} rejected the request with HTTP {response.status} "
+                                f"({detail}): {state}; export {env}=<your key>, or name another variable with "
+                                "--ipw-api-key-env=NAME")
+        if response.status == 404 and "model" in detail.lower():
+            raise IPWUsageError(f"the server at {url} does not serve the model {self.endpoint.model!r} ({detail}); "
+                                "fix the name after '#' in --ipw-model")
+        if response.status == 404:
+            raise IPWUsageError(f"the server at {url} has no {path} (HTTP 404); the base URL usually ends in /v1, "
+                                "e.g. openai+http://127.0.0.1:8080/v1#MODEL")
+        raise IPWUsageError(f"the server at {url} answered {path} with HTTP {response.status}: {detail}")
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self._api_key)
+
+    # -- requests ----------------------------------------------------------------------------------
+    def get_json(self, path: str) -> Any:
+        response = self._with_retries("GET", path)
+        self.check_status(response, path)
+        try:
+            return json.loads(response.read().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise IPWUsageError(f"the server at {self.endpoint.base_url} sent invalid JSON for {path} "
+                                f"({exc.__class__.__name__}); is it an OpenAI-compatible server?") from None
+
+    def probe(self, root_path: str) -> tuple[int, Any] | None:
+        """One quick GET outside the base path (e.g. vLLM's /version); None on any failure."""
+        e = self.endpoint
+        cls = http.client.HTTPSConnection if e.scheme == "https" else http.client.HTTPConnection
+        connection = cls(e.host, e.port, timeout=min(2.0, self.timeout_s))
+        try:
+            connection.request("GET", root_path, headers=self._headers())
+            response = connection.getresponse()
+            body = response.read(65536)
+            self.server_header = response.getheader("Server") or self.server_header
+            return response.status, json.loads(body) if response.status == 200 else None
+        except (OSError, http.client.HTTPException, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        finally:
+            connection.close()
+
+    def stream_chat(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The server-sent events of one streamed chat completion, as JSON objects."""
+        path = "/chat/completions"
+        response = self._with_retries("POST", path, body, streaming=True)
+        self.check_status(response, path)
+        content_type = response.getheader("Content-Type") or ""
+        if "text/event-stream" not in content_type:
+            # Some servers ignore "stream": true and answer in one JSON document.
+            data = json.loads(response.read().decode("utf-8"))
+            yield {"__whole__": True, **data}
+            return
+        try:
+            for raw in response:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data:"):
+                    continue  # comments (": ping"), "event:" lines, blank separators
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    event = json.loads(data)
+                except json.JSONDecodeError:
+                    raise IPWUsageError(f"the server at {self.endpoint.base_url} sent a malformed stream event "
+                                        f"({self.redact(data[:120])!r})") from None
+                if isinstance(event, dict) and event.get("error"):
+                    error = event["error"]
+                    message = error.get("message", error) if isinstance(error, dict) else error
+                    raise IPWUsageError(f"the server at {self.endpoint.base_url} reported an error mid-answer: "
+                                        f"{self.redact(str(message))[:300]}")
+                yield event
+            response.read()  # drain the end of the stream so that the keep-alive connection can be reused
+        except (socket.timeout, TimeoutError):
+            self.close()
+            raise self._timeout_error(path) from None
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise IPWUsageError(f"the server at {self.endpoint.base_url} dropped the connection mid-answer "
+                                f"({_describe(exc)}); it may have crashed or been stopped: check its log") from None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host: {exc.strerror or exc}"
+    if isinstance(exc, (ConnectionResetError, http.client.RemoteDisconnected)):
+        return "connection closed by the server"
+    return f"{exc.__class__.__name__}: {exc}".rstrip(": ")
+
+
+class OpenAIHTTPBackend(Backend):
+    kind = "openai-http"
+
+    def __init__(self, client: OpenAIHTTPClient, model: str, settings: GenerationSettings, server: dict[str, Any]):
+        self.client = client
+        self.model = model
+        self.settings = settings
+        self.server = server
+        self.local = client.endpoint.is_loopback  # a remote endpoint's energy is not this machine's
+        self._served_model: str | None = None
+        self._fingerprint: str | None = None
+        self.usage_supported: bool | None = None
+
+    def _body(self, prompt: str, max_tokens: int | None = None) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": self.settings.temperature,
+            "seed": self.settings.seed,
+            "max_tokens": max_tokens or self.settings.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+
+    def generate(self, prompt: str) -> Generation:
+        started = time.perf_counter()
+        first_token_at: float | None = None
+        parts: list[str] = []
+        chunks = 0
+        finish_reason = None
+        usage: dict[str, Any] | None = None
+        for event in self.client.stream_chat(self._body(prompt)):
+            if event.get("__whole__"):
+                return self._from_whole(event, started)
+            self._served_model = event.get("model") or self._served_model
+            self._fingerprint = event.get("system_fingerprint") or self._fingerprint
+            if isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+            for choice in event.get("choices") or ():
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                # Reasoning models stream their thinking first: it is generated text, so it ends TTFT.
+                thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                if content or thinking:
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    chunks += 1
+                if content:
+                    parts.append(content)
+                if choice.get("finish_reason"):
+                    finish_reason = choice["finish_reason"]
+        latency = time.perf_counter() - started
+        if usage and usage.get("completion_tokens") is not None:
+            self.usage_supported = True
+            tokens_in, tokens_out, source = usage.get("prompt_tokens"), int(usage["completion_tokens"]), "usage"
+        else:
+            self.usage_supported = False
+            tokens_in, tokens_out, source = None, chunks, "chunks"
+        return Generation(
+            text="".join(parts),
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            latency_s=latency,
+            ttft_s=(first_token_at - started) if first_token_at is not None else None,
+            finish_reason=finish_reason,
+            token_source=source,
+        )
+
+    def _from_whole(self, data: dict[str, Any], started: float) -> Generation:
+        """A server that ignored ``stream``: no TTFT can be measured, say so with None."""
+        latency = time.perf_counter() - started
+        choice = (data.get("choices") or [{}])[0]
+        usage = data.get("usage") or {}
+        text = (choice.get("message") or {}).get("content") or ""
+        self._served_model = data.get("model") or self._served_model
+        return Generation(text=text, tokens_in=usage.get("prompt_tokens"),
+                          tokens_out=int(usage.get("completion_tokens") or 0), latency_s=latency, ttft_s=None,
+                          finish_reason=choice.get("finish_reason"), token_source="usage" if usage else "chunks")
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": self.kind,
+            "base_url": self.client.endpoint.base_url,
+            "model": self.model,
+            "served_model": self._served_model,
+            "system_fingerprint": self._fingerprint,
+            **self.server,
+            "server_header": self.client.server_header,
+            "local_endpoint": self.local,
+            "token_counts": {True: "usage", False: "chunks (prompt tokens unknown)", None: "unknown"}[self.usage_supported],
+            # The variable's name, never its value.
+            "api_key_env": self.settings.api_key_env,
+            "api_key_set": self.client.has_api_key,
+            **self.settings.subset("temperature", "seed", "max_tokens", "request_timeout_s", "retries"),
+        }
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _server_identity(client: OpenAIHTTPClient) -> dict[str, Any]:
+    """Which server and version answers, from the first version endpoint that works (best effort)."""
+    for path in VERSION_PROBES:
+        result = client.probe(path)
+        if not result or result[0] != 200 or not isinstance(result[1], dict):
+            continue
+        data = result[1]
+        version = data.get("version") or data.get("build_info")
+        if version:
+            return {"server_version": str(version), "server_version_endpoint": path}
+    return {"server_version": None, "server_version_endpoint": None}
+
+
+def check(spec: ModelSpec) -> None:
+    parse_endpoint(spec.location)
+
+
+def load(spec: ModelSpec, settings: GenerationSettings, accelerator: Any) -> OpenAIHTTPBackend:
+    endpoint = parse_endpoint(spec.location)
+    env = settings.api_key_env
+    client = OpenAIHTTPClient(endpoint, os.environ.get(env) or None, settings.request_timeout_s, settings.retries, env)
+    listing = client.get_json("/models")
+    served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)] if isinstance(listing, dict) else []
+    model = endpoint.model
+    if model is None:
+        if len(served) != 1:
+            client.close()
+            raise IPWUsageError(
+                f"--ipw-model=openai+{spec.location}: name the model after '#'; the server serves "
+                f"{', '.join(map(str, served)) or 'no models'}"
+            )
+        model = str(served[0])
+    elif served and model not in served:
+        client.close()
+        raise IPWUsageError(
+            f"the server at {endpoint.base_url} does not serve the model {model!r}; it serves: "
+            f"{', '.join(map(str, served))}. Fix the name after '#' in --ipw-model"
+        )
+    owner = next((m.get("owned_by") for m in listing.get("data", []) if isinstance(m, dict) and m.get("id") == model), None)
+    server = {"owned_by": owner, **_server_identity(client)}
+    return OpenAIHTTPBackend(client, model, settings, server)

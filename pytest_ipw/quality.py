@@ -1,0 +1,99 @@
+"""What to read beside accuracy: strict vs flexible scoring, truncated answers, and the judge's cost.
+
+Pure functions over per-query records (so they work the same after xdist, or on a saved results file):
+- **strict / flexible** accuracy: flexible is the headline accuracy (the robust extractors of
+  :mod:`pytest_ipw.scoring`); strict counts only answers given in the requested format
+  (``The answer is (X)``, ``#### N``...), like lm-evaluation-harness's strict-match. A wide gap means the
+  model knows more than it follows instructions.
+- **output-length guard**: the mean output length beside accuracy, and a flag for a model whose answers
+  are cut off at ``--ipw-max-tokens`` often enough to understate its accuracy.
+- **judge cost**: tokens and energy the judge spent, kept apart from the model's figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+#: share of truncated answers from which a model × accelerator is flagged
+TRUNCATION_FLAG_SHARE = 0.10
+
+
+def _groups(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["model"], record["accelerator"]), []).append(record)
+    return groups
+
+
+def quality_summary(records: Sequence[Mapping[str, Any]], max_tokens: int | None = None) -> list[dict[str, Any]]:
+    """One entry per model × accelerator: strict/flexible accuracy, output length, truncation flag."""
+    rows = []
+    for (model, accelerator), group in _groups(records).items():
+        n = len(group)
+        strict = [r.get("correct_strict") for r in group]
+        truncated = sum(1 for r in group if r.get("truncated"))
+        share = truncated / n
+        rows.append({
+            "model": model,
+            "accelerator": accelerator,
+            "queries": n,
+            "accuracy_flexible": sum(1 for r in group if r["correct"]) / n,
+            # Records written before strict scoring existed have no strict reading: None, not a guess.
+            "accuracy_strict": (sum(1 for s in strict if s) / n) if all(s is not None for s in strict) else None,
+            "mean_tokens_out": math.fsum(r["tokens_out"] for r in group) / n,
+            "truncated": truncated,
+            "truncated_share": share,
+            "truncation_flag": share >= TRUNCATION_FLAG_SHARE,
+            "max_tokens": max_tokens,
+            "token_sources": sorted({str(r.get("token_source") or "runtime") for r in group}),
+        })
+    return rows
+
+
+def judge_cost(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Totals of what the judge spent this run (cached verdicts cost nothing), or None without a judge."""
+    judged = [r["judge"] for r in records if isinstance(r.get("judge"), Mapping)]
+    if not judged:
+        return None
+    fresh = [j for j in judged if not j.get("cached")]
+    joules = [j["joules"] for j in fresh if j.get("joules") is not None]
+    return {
+        "judge": sorted({str(j.get("judge")) for j in judged}),
+        "verdicts": len(judged),
+        "cached": len(judged) - len(fresh),
+        "no_verdict": sum(1 for j in judged if j.get("unscorable")),
+        "tokens_in": sum(int(j.get("tokens_in") or 0) for j in fresh),
+        "tokens_out": sum(int(j.get("tokens_out") or 0) for j in fresh),
+        "seconds": math.fsum(float(j.get("latency_s") or 0.0) for j in fresh),
+        # None only when no fresh verdict could be metered (a remote judge); all cached costs 0 J
+        "joules": math.fsum(joules) if joules else (0.0 if not fresh else None),
+        "energy_provenance": sorted({str(j.get("energy_provenance")) for j in fresh if j.get("energy_provenance")}),
+    }
+
+
+def quality_lines(records: Sequence[Mapping[str, Any]], max_tokens: int | None = None) -> list[str]:
+    """Report lines: strict vs flexible where they differ in kind, truncation flags, judge cost."""
+    lines = []
+    summary = quality_summary(records, max_tokens)
+    for row in summary:
+        system = f"{row['model']}@{row['accelerator']}"
+        if row["accuracy_strict"] is not None:
+            lines.append(f"scoring: {system}: accuracy {row['accuracy_flexible']:.3f} flexible, "
+                         f"{row['accuracy_strict']:.3f} strict (only answers in the requested format); "
+                         f"mean {row['mean_tokens_out']:.1f} tokens out")
+        if row["truncation_flag"]:
+            limit = f" of --ipw-max-tokens={max_tokens}" if max_tokens else ""
+            lines.append(f"OUTPUT TRUNCATED: {system}: {row['truncated']} of {row['queries']} answers "
+                         f"({row['truncated_share']:.0%}) hit the token limit{limit}; its accuracy is understated. "
+                         "Raise --ipw-max-tokens, or compare models only at equal limits")
+        if "chunks" in row["token_sources"]:
+            lines.append(f"tokens: {system}: the server sent no usage counts; output tokens are streamed chunks "
+                         "counted, prompt tokens unknown")
+    cost = judge_cost(records)
+    if cost is not None:
+        energy = "n/a" if cost["joules"] is None else f"{cost['joules']:.3g} J {'/'.join(cost['energy_provenance']).upper()}"
+        lines.append(f"judge: {', '.join(cost['judge'])}: {cost['verdicts']} verdicts ({cost['cached']} cached, "
+                     f"{cost['no_verdict']} without a verdict), {cost['tokens_in']} tokens in, "
+                     f"{cost['tokens_out']} out, {energy}; not included in the figures above")
+    return lines
