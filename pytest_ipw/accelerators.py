@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -109,8 +110,9 @@ class LocalDevice:
     index: int | None  # NVML index for GPUs
 
 
-def nvidia_device_names() -> list[str]:
-    """Names of the NVIDIA GPUs NVML sees, or [] when there is no driver/GPU (pynvml imported lazily)."""
+def nvidia_devices() -> list[tuple[int, str]]:
+    """(NVML index, name) of the NVIDIA GPUs this process may use (CUDA_VISIBLE_DEVICES honoured), or []
+    when there is no driver/GPU (pynvml imported lazily)."""
     try:
         import pynvml
     except ImportError:
@@ -120,13 +122,20 @@ def nvidia_device_names() -> list[str]:
     except Exception:  # NVMLError_LibraryNotFound / DriverNotLoaded on machines without a GPU
         return []
     try:
-        names = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
+        from .meters.nvml import visible_gpu_indices
+
+        found = []
+        for index in visible_gpu_indices(pynvml, os.environ.get("CUDA_VISIBLE_DEVICES")):
             name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(index))
-            names.append(name.decode() if isinstance(name, bytes) else str(name))
-        return names
+            found.append((index, name.decode() if isinstance(name, bytes) else str(name)))
+        return found
     finally:
         pynvml.nvmlShutdown()
+
+
+def nvidia_device_names() -> list[str]:
+    """Names of the NVIDIA GPUs this process may use, or [] when there is no driver/GPU."""
+    return [name for _, name in nvidia_devices()]
 
 
 def cpu_brand() -> str:
@@ -158,13 +167,21 @@ def detect_devices(
     profiles: Mapping[str, AcceleratorProfile],
     gpu_names: list[str] | None = None,
     brand: str | None = None,
+    gpu_indices: list[int] | None = None,
 ) -> list[LocalDevice]:
-    """Accelerators present here, best first (GPUs, then an Apple SoC), always ending with ``cpu``."""
-    gpu_names = nvidia_device_names() if gpu_names is None else gpu_names
+    """Accelerators present here, best first (GPUs, then an Apple SoC), always ending with ``cpu``.
+
+    A GPU's ``index`` is its NVML index (what the nvml meter reads), for the GPUs that
+    CUDA_VISIBLE_DEVICES leaves visible; ``gpu_indices`` gives them when ``gpu_names`` is passed in.
+    """
+    if gpu_names is None:
+        visible = nvidia_devices()
+        gpu_names, gpu_indices = [name for _, name in visible], [index for index, _ in visible]
+    gpu_indices = list(range(len(gpu_names))) if gpu_indices is None else gpu_indices
     brand = cpu_brand() if brand is None else brand
     found: list[LocalDevice] = []
     gpu_profiles = [p for p in profiles.values() if p.kind == "gpu" or p.vendor == "nvidia"]
-    for index, name in enumerate(gpu_names):
+    for index, name in zip(gpu_indices, gpu_names):
         # An NVIDIA GPU without a profile of its own is still measured (NVML), under a generic profile.
         profile = match_profile(name, gpu_profiles) or profiles.get("nvidia-gpu")
         if profile is not None:

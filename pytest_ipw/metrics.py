@@ -84,9 +84,22 @@ class Summary:
     provenance: str
     meter: str
     domain: str
+    energy_basis: str = "total"  # "total" or "active" (idle-subtracted): what mean_joules/mean_watts/IPW use
+    idle_watts: float | None = None  # mean idle baseline of the records, when they have one
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def record_energy(record: Mapping[str, Any]) -> tuple[float, float]:
+    """(joules, watts) of a record on its ``energy_basis``: total, or active (idle baseline subtracted)."""
+    if record.get("energy_basis", "total") != "active":
+        return record["joules"], record["watts"]
+    active = record.get("joules_active")
+    if active is None:
+        raise ValueError(f"record {record.get('query_id')!r} asks for active energy but has no idle baseline")
+    seconds = record.get("seconds") or 0.0
+    return active, (active / seconds if seconds > 0 else 0.0)
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
@@ -102,8 +115,10 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
     unscorable = sum(1 for r in records if r["unscorable"])
     accuracy = correct / n
     low, high = wilson_interval(correct, n)
-    mean_joules = math.fsum(r["joules"] for r in records) / n
-    mean_watts = math.fsum(r["watts"] for r in records) / n
+    energy = [record_energy(r) for r in records]
+    mean_joules = math.fsum(j for j, _ in energy) / n
+    mean_watts = math.fsum(w for _, w in energy) / n
+    idle = [r["idle_watts"] for r in records if r.get("idle_watts") is not None]
     generation_seconds = math.fsum(r["latency_s"] for r in records)
     tokens_out = sum(r["tokens_out"] for r in records)
     latencies = [r["latency_s"] for r in records]
@@ -128,6 +143,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
         provenance=combine_provenance(r["provenance"] for r in records),
         meter=" + ".join(sorted({r["meter"] for r in records})),
         domain=" + ".join(sorted({r.get("energy_domain", "?") for r in records})),
+        energy_basis=combine_provenance(r.get("energy_basis", "total") for r in records),
+        idle_watts=math.fsum(idle) / len(idle) if idle else None,
     )
 
 

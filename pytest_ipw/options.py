@@ -19,9 +19,16 @@ def add_options(parser: pytest.Parser) -> None:
     add("--ipw-accelerator", metavar="NAME[,NAME...]", default=None,
         help="accelerator profile(s) to run on (cpu, m4max, h100, a100, rtx4090, ...). "
              "Default: the best one detected here.")
-    add("--ipw-meter", metavar="NAME", default=None,
-        help="power meter to use (nvml, estimate, ...). Default: the accelerator's natural meter, "
-             "else a labelled estimate.")
+    add("--ipw-meter", metavar="SPEC", default=None,
+        help="power meter: nvml, nvml:all, rapl, rapl:psys, powermetrics, ioreport, "
+             "prometheus+http://HOST:PORT/metrics[#gpu=0], replay:TRACE.csv, estimate; several joined by ',' "
+             "or '+' are summed (nvml+rapl). Default: the accelerator's natural meter, else a labelled estimate.")
+    add("--ipw-sample-hz", metavar="HZ", type=float, default=20.0,
+        help="sampling rate of power gauges (default 20; never faster than the sensor updates).")
+    add("--ipw-idle-seconds", metavar="S", type=float, default=2.0,
+        help="idle baseline measured before each model's queries (default 2; 0 disables).")
+    add("--ipw-energy", choices=("total", "active"), default="total",
+        help="energy behind IPW/IPJ: total (default) or active = total minus the idle baseline.")
     add("--ipw-profiles", metavar="FILE", default=None,
         help="JSON file of extra accelerator profiles (same fields as the built-in registry).")
     add("--ipw-dataset", metavar="SPEC", default=None,
@@ -114,6 +121,9 @@ class RunOptions:
     threads: int | None
     warmup: int
     reset_state: bool
+    sample_hz: float = 20.0
+    idle_seconds: float = 2.0
+    energy: str = "total"
     storage: str = ".ipw"
     autosave: bool = False
     save_name: str | None = None
@@ -160,6 +170,9 @@ def read_options(config: pytest.Config) -> RunOptions:
         threads=get("ipw_threads"),
         warmup=get("ipw_warmup"),
         reset_state=get("ipw_reset_state"),
+        sample_hz=get("ipw_sample_hz"),
+        idle_seconds=get("ipw_idle_seconds"),
+        energy=get("ipw_energy"),
         storage=get("ipw_storage"),
         autosave=get("ipw_autosave"),
         save_name=get("ipw_save"),
@@ -193,6 +206,10 @@ def _check_ranges(options: RunOptions) -> None:
         (options.threads is None or options.threads >= 1, f"--ipw-threads must be at least 1, got {options.threads}"),
         (options.warmup >= 0, f"--ipw-warmup must not be negative, got {options.warmup}"),
         (options.limit is None or options.limit >= 1, f"--ipw-limit must be at least 1, got {options.limit}"),
+        (options.sample_hz > 0, f"--ipw-sample-hz must be positive, got {options.sample_hz}"),
+        (options.idle_seconds >= 0, f"--ipw-idle-seconds must not be negative, got {options.idle_seconds}"),
+        (options.energy != "active" or options.idle_seconds > 0,
+         "--ipw-energy=active subtracts the idle baseline, which --ipw-idle-seconds=0 disables; give it a duration"),
         (options.request_timeout > 0, f"--ipw-timeout must be positive (seconds), got {options.request_timeout}"),
         (options.retries >= 0, f"--ipw-retries must not be negative, got {options.retries}"),
         (options.batch_size >= 1, f"--ipw-batch-size must be at least 1, got {options.batch_size}"),

@@ -173,7 +173,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     write(domain_table(ipw.records, coverage(ipw.records)))
     write("")
     notes = {t: info["fallback_reason"] for t, info in ipw.meter_info.items() if info.get("fallback_reason")}
-    for line in provenance_notes(ipw.records, notes):
+    for line in provenance_notes(ipw.records, notes, workers=getattr(config.option, "numprocesses", None) or 0):
         write(line)
     from .quality import quality_lines
 
@@ -264,13 +264,21 @@ def power_meter(ipw_target: Target, request: pytest.FixtureRequest) -> Iterator[
     session = _ipw(request.config)
     device = ipw_target.device
     try:
-        choice = select_meter(device.profile, device.index, requested=session.options.meter)
+        choice = select_meter(device.profile, device.index, requested=session.options.meter,
+                              sample_hz=session.options.sample_hz)
     except IPWUsageError as exc:
         _stop(str(exc))
-    session.meter_info[ipw_target.id] = {**choice.meter.describe(), "fallback_reason": choice.fallback_reason}
+    info = {**choice.meter.describe(), "fallback_reason": choice.fallback_reason, "thermal_start": choice.meter.thermal()}
+    session.meter_info[ipw_target.id] = info
     try:
+        if session.options.idle_seconds > 0:  # after the model is loaded: idle with the model resident
+            try:
+                info["idle_baseline"] = choice.meter.measure_idle(session.options.idle_seconds).to_dict()
+            except IPWUsageError as exc:
+                _stop(f"idle baseline: {exc}")
         yield choice.meter
     finally:
+        info["thermal_end"] = choice.meter.thermal()
         choice.meter.close()
 
 
@@ -311,6 +319,7 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
             generation=generation,
             measurement=measurement,
             score=result,
+            energy_basis=session.options.energy,
         )
         _publish(request, record)
         return record

@@ -17,6 +17,7 @@ RECORD_FIELDS = (
     "query_id", "domain", "split", "difficulty", "model", "accelerator", "benchmark", "prompt", "response",
     "reference", "extracted", "correct", "unscorable", "truncated", "tokens_in", "tokens_out", "latency_s",
     "ttft_s", "joules", "watts", "seconds", "meter", "provenance", "energy_domain", "meter_flags",
+    "joules_active", "idle_watts", "energy_basis", "energy_parts", "meter_extra",
     "correct_strict", "extracted_strict", "token_source", "judge",
 )
 
@@ -30,7 +31,10 @@ def make_record(
     generation: Generation,
     measurement: Measurement,
     score: Score,
+    energy_basis: str = "total",
 ) -> dict[str, Any]:
+    """``joules``/``watts`` are always the total over the window; ``energy_basis`` says whether IPW uses
+    them or ``joules_active`` (total minus the idle baseline, None without a baseline)."""
     return {
         "query_id": query.id,
         "domain": query.domain,
@@ -57,6 +61,13 @@ def make_record(
         "provenance": measurement.provenance,
         "energy_domain": measurement.domain,
         "meter_flags": list(measurement.flags),
+        "joules_active": measurement.joules_active,
+        "idle_watts": measurement.idle_watts,
+        "energy_basis": energy_basis,
+        # each summed part keeps its own sensor and provenance (--ipw-meter=nvml+rapl)
+        "energy_parts": [{"sensor": p.sensor, "provenance": p.provenance, "domain": p.domain, "joules": p.joules}
+                         for p in measurement.parts],
+        "meter_extra": dict(measurement.extra) or None,  # None, not {}: columnar writers reject empty structs
         # strict reading (answer in the requested format), where counts came from, the judge's verdict and cost
         "correct_strict": score.correct_strict,
         "extracted_strict": score.extracted_strict,

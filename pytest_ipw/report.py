@@ -26,7 +26,7 @@ def summary_table(summaries: Sequence[Summary]) -> str:
             f"{s.mean_tokens_out:.1f}",  # beside accuracy: a model that talks longer pays for it in energy
             s.unscorable, _fmt(s.mean_joules), _fmt(s.mean_watts), _fmt(s.ipw), _fmt(s.ipj),
             _fmt(s.joules_per_correct), _fmt(s.latency_p50_s), _fmt(s.latency_p95_s), _fmt(s.tokens_per_s),
-            f"{s.provenance.upper()} {s.domain}",
+            f"{s.provenance.upper()} {s.domain}" + (f" ({s.energy_basis})" if s.energy_basis != "total" else ""),
         ])
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
@@ -51,13 +51,18 @@ def domain_table(records: Iterable[Mapping[str, Any]], cov: Coverage) -> str:
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
-def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[str, str]) -> list[str]:
+def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[str, str],
+                     workers: Any = 0) -> list[str]:
     """Lines that say where the energy figures come from; an estimate is never passed off as measured."""
     lines = []
     sensors = sorted({(r["meter"], r["provenance"]) for r in records})
     for sensor, provenance in sensors:
         lines.append(f"energy: {provenance.upper()} by {sensor}")
-    overall = combine_provenance(r["provenance"] for r in records)
+    parts = sorted({(p["sensor"], p["provenance"], p["domain"]) for r in records for p in r.get("energy_parts") or ()})
+    for sensor, provenance, domain in parts:
+        lines.append(f"energy:   part {provenance.upper()} {domain} by {sensor}")
+    lines.extend(_basis_notes(records))
+    overall = combine_provenance([r["provenance"] for r in records] + [p[1] for p in parts])
     if overall == "estimated":
         lines.append("energy: every figure above is an ESTIMATE from a power model, not a measurement; "
                      "run where a power sensor is readable (NVML, RAPL, powermetrics) to measure")
@@ -65,11 +70,50 @@ def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[
         lines.append("energy: this run MIXES measured and estimated figures; compare rows only with care")
     for target, note in sorted(meter_notes.items()):
         lines.append(f"meter for {target}: {note}")
-    flagged = sum(1 for r in records if r.get("meter_flags"))
-    if flagged:
-        lines.append(f"energy: {flagged} window(s) were shorter than their sensor's update period; "
-                     "their figures are imprecise (see meter_flags in --ipw-json)")
+    lines.extend(_flag_notes(records))
+    try:
+        workers = int(workers or 0)
+    except (TypeError, ValueError):
+        workers = 2  # xdist's "auto"/"logical" before it is resolved: several workers either way
+    if workers > 1:
+        lines.append(f"energy: {workers} xdist workers ran at once; where they shared a sensor (one GPU, the CPU "
+                     "package, a whole-system meter) each window also counts the others' power, so overlapping "
+                     "queries are over-charged (README: Concurrency); compare per-query energy from runs without -n")
     truncated = sum(1 for r in records if r.get("truncated"))
     if truncated:
         lines.append(f"output: {truncated} answer(s) hit the token limit (--ipw-max-tokens) and were cut off")
+    return lines
+
+def _basis_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which energy IPW used, and the idle baseline behind "active" energy."""
+    if not records:
+        return []
+    bases = {r.get("energy_basis", "total") for r in records}
+    idle = [r["idle_watts"] for r in records if r.get("idle_watts") is not None]
+    baseline = (f"idle baseline {sum(idle) / len(idle):.3g} W, measured by the same meter before the queries"
+                if idle else "no idle baseline (--ipw-idle-seconds=0)")
+    if bases == {"active"}:
+        return [f"energy: IPW, IPJ, J/query and W use ACTIVE energy = total - idle power x window ({baseline}); "
+                "total energy is joules in --ipw-json"]
+    return [f"energy: IPW, IPJ, J/query and W use TOTAL energy ({baseline}"
+            + ("; idle-subtracted energy is joules_active in --ipw-json, --ipw-energy=active uses it)" if idle else ")")]
+
+
+def _flag_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    from .meters.base import FLAG_BELOW_IDLE, FLAG_SHORT_WINDOW
+
+    counts: dict[str, int] = {}
+    for record in records:
+        for flag in record.get("meter_flags") or ():
+            counts[flag] = counts.get(flag, 0) + 1
+    lines = []
+    if counts.pop(FLAG_SHORT_WINDOW, 0):
+        n = sum(1 for r in records if FLAG_SHORT_WINDOW in (r.get("meter_flags") or ()))
+        lines.append(f"energy: {n} window(s) were shorter than their sensor's update period; "
+                     "their figures are imprecise (see meter_flags in --ipw-json)")
+    below = counts.pop(FLAG_BELOW_IDLE, 0)
+    if below:
+        lines.append(f"energy: {below} window(s) used less than the idle baseline predicts; their active energy is 0")
+    for flag, n in sorted(counts.items()):
+        lines.append(f"energy: {n} window(s) flagged {flag} (see meter_flags in --ipw-json)")
     return lines

@@ -202,6 +202,9 @@ class IPWSession:
                                "benchmarks": self.benchmark_markers},
                 "models": self.model_info,
                 "meters": self.meter_info,
+                # which energy IPW used, and how it was sampled (README: methodology)
+                "energy": {"basis": self.options.energy, "idle_seconds": self.options.idle_seconds,
+                           "sample_hz": self.options.sample_hz, "meter": self.options.meter},
                 "judge": self.judge.describe() if "judge" in self.__dict__ else None,
             },
             "records": self.records,

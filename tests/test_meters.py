@@ -457,7 +457,18 @@ def test_real_pynvml_without_gpu_is_meter_unavailable(no_nvidia_gpu):
 # --------------------------------------------------------------------------- registry.select_meter
 
 
-def test_cpu_profile_falls_back_to_estimate_with_a_reason():
+@pytest.fixture
+def no_readable_rapl():
+    from pytest_ipw.meters import rapl
+
+    try:
+        rapl.create(PROFILES["cpu"]).close()
+    except MeterUnavailable:
+        return
+    pytest.skip("RAPL is readable here; this test is about machines without it")
+
+
+def test_cpu_profile_falls_back_to_estimate_with_a_reason(no_readable_rapl):
     choice = select_meter(PROFILES["cpu"])
     assert isinstance(choice.meter, EstimateMeter)
     assert choice.meter.provenance == ESTIMATED

@@ -4,6 +4,9 @@ Two shapes of sensor exist. *Counters* (NVML total energy, RAPL ``energy_uj``, D
 at the start and the end of a window: no thread, no integration error. *Power gauges* (NVML power usage,
 powermetrics, a psutil estimate) are sampled by a background thread and integrated with the trapezoid
 rule over the window; every sample of the window is kept, however long it runs.
+
+Once :meth:`Meter.measure_idle` has measured an idle baseline, every window carries its ``idle_watts`` and
+so its ``joules_active`` (energy above idle); ``joules`` stays the total.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import abc
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
+
+from ..errors import IPWUsageError
 
 MEASURED = "measured"
 ESTIMATED = "estimated"
@@ -22,6 +27,16 @@ DOMAINS = ("gpu", "cpu", "soc", "dram", "system")
 
 #: flag set on a window shorter than the sensor's update period: its figure is not precise
 FLAG_SHORT_WINDOW = "window-shorter-than-sensor-period"
+#: flag set when a window used less energy than the idle baseline predicts: its active energy is clamped to 0
+FLAG_BELOW_IDLE = "below-idle-baseline"
+#: flag set when a counter did not move over a window that should have seen an update (stale exporter)
+FLAG_NO_UPDATE = "sensor-did-not-update"
+#: flag set when a counter went backwards without a known wrap range (driver reload, exporter restart)
+FLAG_COUNTER_RESET = "counter-reset"
+#: flag set when a window is long enough for a wrapping counter to have wrapped more than once
+FLAG_MAY_HAVE_WRAPPED = "counter-may-have-wrapped-twice"
+
+DEFAULT_SAMPLE_HZ = 20.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,8 @@ class Measurement:
     flags: tuple[str, ...] = ()
     parts: tuple["Measurement", ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: mean power of the idle baseline measured by the same meter before the run (None: no baseline)
+    idle_watts: float | None = None
 
     def __post_init__(self) -> None:
         if self.provenance not in PROVENANCES:
@@ -46,6 +63,13 @@ class Measurement:
     def watts(self) -> float:
         """Mean power over the window (0 for an empty window rather than a division error)."""
         return self.joules / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def joules_active(self) -> float | None:
+        """Energy above the idle baseline (``joules - idle_watts * seconds``, at least 0), or None without one."""
+        if self.idle_watts is None:
+            return None
+        return max(0.0, self.joules - self.idle_watts * self.seconds)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -58,11 +82,18 @@ class Measurement:
             "samples": self.samples,
             "flags": list(self.flags),
         }
+        if self.idle_watts is not None:
+            data["idle_watts"] = self.idle_watts
+            data["joules_active"] = self.joules_active
         if self.parts:
             data["parts"] = [part.to_dict() for part in self.parts]
         if self.extra:
             data["extra"] = dict(self.extra)
         return data
+
+
+class MeterFailure(IPWUsageError):
+    """A meter that worked at the start of the run failed during it; the message names the sensor and the fix."""
 
 
 class Window:
@@ -86,6 +117,8 @@ class Meter(abc.ABC):
 
     def __init__(self) -> None:
         self._started_at: float | None = None
+        #: the idle baseline (see :meth:`measure_idle`); once set, every window carries its ``idle_watts``
+        self.idle: Measurement | None = None
 
     @property
     def sensor(self) -> str:
@@ -95,6 +128,10 @@ class Meter(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """What is known about the sensor and device (driver, power limit...), for machine_info."""
         return {"meter": self.name, "sensor": self.sensor, "provenance": self.provenance, "domain": self.domain}
+
+    def thermal(self) -> dict[str, Any]:
+        """Thermal state now, where the sensor reports one (GPU temperature, macOS thermal pressure); else {}."""
+        return {}
 
     def start(self) -> None:
         if self._started_at is not None:
@@ -111,7 +148,23 @@ class Meter(abc.ABC):
             self._started_at = None
         if 0 < measurement.seconds < self.update_period_s and FLAG_SHORT_WINDOW not in measurement.flags:
             measurement = _with_flag(measurement, FLAG_SHORT_WINDOW)
+        if self.idle is not None:
+            measurement = replace(measurement, idle_watts=self.idle.watts)
+            if measurement.joules < self.idle.watts * measurement.seconds:
+                measurement = _with_flag(measurement, FLAG_BELOW_IDLE)
         return measurement
+
+    def measure_idle(self, seconds: float, sleep: Callable[[float], None] = time.sleep) -> Measurement:
+        """Measure the machine doing nothing for ``seconds``; later windows get its mean power as ``idle_watts``.
+
+        Taken by the same meter as the queries, so that total − idle compares like with like.
+        """
+        self.idle = None
+        with self.window() as handle:
+            sleep(seconds)
+        assert handle.measurement is not None
+        self.idle = handle.measurement
+        return handle.measurement
 
     @contextmanager
     def window(self) -> Iterator[Window]:
@@ -134,8 +187,6 @@ class Meter(abc.ABC):
 
 
 def _with_flag(measurement: Measurement, flag: str) -> Measurement:
-    from dataclasses import replace
-
     return replace(measurement, flags=measurement.flags + (flag,))
 
 
@@ -150,6 +201,13 @@ def integrate_trapezoid(times: Sequence[float], watts: Sequence[float]) -> float
             raise ValueError("sample timestamps must not decrease")
         total += 0.5 * (watts[i] + watts[i - 1]) * dt
     return total
+
+
+def sample_interval_s(sample_hz: float, min_interval_s: float = 0.0) -> float:
+    """Seconds between samples for ``--ipw-sample-hz``, never faster than the sensor can give new values."""
+    if not sample_hz > 0:
+        raise IPWUsageError(f"--ipw-sample-hz must be positive, got {sample_hz}")
+    return max(1.0 / sample_hz, min_interval_s)
 
 
 def counter_delta(before: float, after: float, wrap_at: float | None) -> float:
@@ -179,6 +237,9 @@ class PowerSampler:
         self._watts: list[float] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: (times, watts) of the last finished window, e.g. for splitting energy among concurrent queries
+        self.last_trace: tuple[list[float], list[float]] = ([], [])
+        self._error: Exception | None = None
 
     def _sample(self) -> None:
         value = float(self._read())
@@ -189,12 +250,17 @@ class PowerSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self._sample()
+            try:
+                self._sample()
+            except Exception as exc:  # noqa: BLE001 - handed to the caller's thread by end()
+                self._error = exc
+                return
 
     def begin(self) -> None:
         with self._lock:
             self._times.clear()
             self._watts.clear()
+        self._error = None
         self._sample()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="pytest-ipw-power-sampler", daemon=True)
@@ -206,9 +272,13 @@ class PowerSampler:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error  # a sensor that failed mid-window must not yield a partial figure
         self._sample()
         with self._lock:
             times, watts = list(self._times), list(self._watts)
+        self.last_trace = (times, watts)
         seconds = times[-1] - times[0] if len(times) > 1 else 0.0
         return integrate_trapezoid(times, watts), seconds, len(times)
 

@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable
 
 from ..accelerators import AcceleratorProfile
+from ..errors import IPWUsageError
 from .base import ESTIMATED, Measurement, Meter
 
 CpuTimes = Callable[[], tuple[float, float]]  # -> (busy seconds, total seconds), summed over all CPUs
@@ -75,5 +76,9 @@ class EstimateMeter(Meter):
         )
 
 
-def create(profile: AcceleratorProfile, device_index: int | None = None, **_: Any) -> EstimateMeter:
+def create(profile: AcceleratorProfile, device_index: int | None = None, arg: str | None = None,
+           **_: Any) -> EstimateMeter:
+    if arg is not None:
+        raise IPWUsageError(f"the estimate meter takes no argument (got estimate:{arg}); its figures come from the "
+                            "accelerator profile, chosen with --ipw-accelerator or --ipw-profiles")
     return EstimateMeter(profile)

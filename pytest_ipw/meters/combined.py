@@ -1,0 +1,91 @@
+"""Several meters summed into one system figure (``--ipw-meter=nvml+rapl``), each part still reported."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from ..errors import IPWUsageError
+from .base import ESTIMATED, MEASURED, Measurement, Meter
+
+
+def sum_measurements(parts: Sequence[Measurement], seconds: float) -> Measurement:
+    """The sum of parts measured over the same window. One estimated part makes the sum an estimate:
+    a total is only as good as its weakest part, and must never be shown as measured."""
+    provenance = MEASURED if all(p.provenance == MEASURED for p in parts) else ESTIMATED
+    domains: list[str] = []
+    for part in parts:
+        for domain in part.domain.split("+"):
+            if domain not in domains:
+                domains.append(domain)
+    flags: list[str] = []
+    for part in parts:
+        flags.extend(f for f in part.flags if f not in flags)
+    return Measurement(
+        joules=sum(p.joules for p in parts),
+        seconds=seconds,
+        sensor=" + ".join(p.sensor for p in parts),
+        provenance=provenance,
+        domain="+".join(domains),
+        samples=sum(p.samples for p in parts),
+        flags=tuple(flags),
+        parts=tuple(parts),
+    )
+
+
+class SumMeter(Meter):
+    """Opens a window on every part at once; the total is the sum of the parts' energy."""
+
+    name = "sum"
+
+    def __init__(self, meters: Sequence[Meter]):
+        super().__init__()
+        if len(meters) < 2:
+            raise ValueError("a sum needs at least two meters")
+        system = [m for m in meters if "system" in m.domain.split("+")]
+        if system:
+            # a whole-system sensor (psys, a wall meter) already contains the other parts
+            raise IPWUsageError(f"--ipw-meter: {system[0].sensor} measures the whole system (domain 'system'); "
+                                "summing it with other meters would count their energy twice. Use it alone.")
+        self.meters = list(meters)
+        self.update_period_s = max(m.update_period_s for m in meters)
+        self.provenance = MEASURED if all(m.provenance == MEASURED for m in meters) else ESTIMATED
+        self.domain = "+".join(dict.fromkeys(d for m in meters for d in m.domain.split("+")))
+        self._t0 = 0.0
+
+    @property
+    def sensor(self) -> str:
+        return " + ".join(m.sensor for m in self.meters)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "parts": [m.describe() for m in self.meters]}
+
+    def _begin(self) -> None:
+        started: list[Meter] = []
+        try:
+            for meter in self.meters:
+                meter.start()
+                started.append(meter)
+        except BaseException:
+            for meter in reversed(started):
+                meter.stop()
+            raise
+        self._t0 = time.perf_counter()
+
+    def _end(self) -> Measurement:
+        seconds = time.perf_counter() - self._t0
+        parts: list[Measurement] = []
+        error: BaseException | None = None
+        for meter in reversed(self.meters):  # close every part even when one fails
+            try:
+                parts.append(meter.stop())
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others are closed
+                error = error or exc
+        if error is not None:
+            raise error
+        parts.reverse()
+        return sum_measurements(parts, seconds)
+
+    def close(self) -> None:
+        for meter in self.meters:
+            meter.close()
