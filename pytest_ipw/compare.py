@@ -15,13 +15,19 @@ from .errors import IPWUsageError
 from .metrics import group_by
 from .stats import (
     Interval,
+    delta_ratio_interval,
     mcnemar_exact_p,
     mean_statistic,
     paired_bootstrap,
     percentile_statistic,
     ratio_statistic,
     relative_change,
+    subsampled_bootstrap,
 )
+
+#: from this many paired queries on, intervals come from the delta method (means, ratios) and an
+#: m-out-of-n bootstrap (percentiles): a full bootstrap of a million queries would take minutes
+LARGE_RUN = 2000
 
 HIGHER, LOWER = "higher", "lower"
 
@@ -127,55 +133,123 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def _paired(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]]):
-    by_id = {r["query_id"]: r for r in baseline}
-    pairs = [(by_id[r["query_id"]], r) for r in current if r["query_id"] in by_id]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+_FIELDS = ("correct", "joules", "watts", "latency_s", "tokens_out")
 
 
-def _proportion_change(scope: str, metric: str, before: list[bool], after: list[bool], alpha: float) -> Change:
+@dataclass(frozen=True)
+class _Pairs:
+    """The shared queries of two runs of one model × accelerator, as aligned numeric columns."""
+
+    domains: Any  # numpy array of domain names, aligned with the columns
+    before: dict[str, Any]  # field -> numpy array (baseline)
+    after: dict[str, Any]  # field -> numpy array (current)
+
+    def __len__(self) -> int:
+        return len(self.domains)
+
+    def subset(self, mask: Any) -> "_Pairs":
+        return _Pairs(self.domains[mask], {k: v[mask] for k, v in self.before.items()},
+                      {k: v[mask] for k, v in self.after.items()})
+
+
+def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    from operator import itemgetter
+
+    # a missing figure (None) becomes 0, as in the summaries
+    return {field: np.nan_to_num(np.array(list(map(itemgetter(field), records)), dtype=float)) for field in _FIELDS}
+
+
+def _pair(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]]) -> _Pairs:
+    """Align by query id (one pass per run, numpy after that: a million records stay fast)."""
+    import numpy as np
+
+    from operator import itemgetter
+
+    position = {query_id: i for i, query_id in enumerate(map(itemgetter("query_id"), baseline))}
+    found = np.fromiter((position.get(q, -1) for q in map(itemgetter("query_id"), current)), dtype=np.int64,
+                        count=len(current))
+    after_index = np.nonzero(found >= 0)[0]
+    before_index = found[after_index]
+    before, after = _columns(baseline), _columns(current)
+    domains = np.array(list(map(itemgetter("domain"), current)), dtype=object)[after_index]
+    return _Pairs(domains, {k: v[before_index] for k, v in before.items()}, {k: v[after_index] for k, v in after.items()})
+
+
+def _proportion_change(scope: str, metric: str, before: Any, after: Any, alpha: float) -> Change:
+    import numpy as np
+
+    before, after = np.asarray(before, dtype=bool), np.asarray(after, dtype=bool)
     n = len(before)
-    only_before = sum(1 for b, a in zip(before, after) if b and not a)
-    only_after = sum(1 for b, a in zip(before, after) if a and not b)
-    p_value = mcnemar_exact_p(only_before, only_after)
-    base, cur = sum(before) / n, sum(after) / n
+    p_value = mcnemar_exact_p(int(np.sum(before & ~after)), int(np.sum(after & ~before)))
+    base, cur = float(before.mean()), float(after.mean())
     return Change(scope, metric, base, cur, n, relative_change(base, cur), None, p_value, p_value < alpha)
 
 
-def _bootstrap_change(scope: str, metric: str, statistic, n: int, alpha: float, resamples: int, seed: int) -> Change:
-    interval: Interval = paired_bootstrap(n, statistic, confidence=1 - alpha, resamples=resamples, seed=seed)
-    base, cur = statistic(range(n))
+def _interval_change(scope: str, metric: str, values: tuple[float, float], interval: Interval, n: int) -> Change:
+    base, cur = values
     return Change(scope, metric, base, cur, n, interval.estimate, (interval.low, interval.high), None,
                   interval.excludes_zero())
+
+
+def _mean_ratio(run: dict[str, Any], num: str, den: str | None) -> float:
+    """mean(num) / mean(den), or mean(num) without a denominator; 0 where the denominator is 0."""
+    denominator = float(run[den].mean()) if den else 1.0
+    return float(run[num].mean()) / denominator if denominator > 0 else 0.0
+
+
+def _compare_pairs(scope: str, pairs: _Pairs, *, alpha: float, resamples: int, seed: int, wanted: set[str]) -> list[Change]:
+    n = len(pairs)
+    if n == 0:
+        return []
+    b, a = pairs.before, pairs.after
+    changes: list[Change] = []
+    if "accuracy" in wanted:
+        changes.append(_proportion_change(scope, "accuracy", b["correct"], a["correct"], alpha))
+    # metric -> (baseline numerator, baseline denominator, current numerator, current denominator)
+    ratios = {
+        "joules": ("joules", None), "watts": ("watts", None), "ipw": ("correct", "watts"), "ipj": ("correct", "joules"),
+        "tokens_per_s": ("tokens_out", "latency_s"),
+    }
+    small = n < LARGE_RUN
+    lists: dict[str, tuple[list[float], list[float]]] = {}
+
+    def as_lists(field: str) -> tuple[list[float], list[float]]:
+        if field not in lists:
+            lists[field] = (b[field].tolist(), a[field].tolist())
+        return lists[field]
+
+    for metric, (num, den) in ratios.items():
+        if metric not in wanted:
+            continue
+        values = (_mean_ratio(b, num, den), _mean_ratio(a, num, den))
+        if small:
+            (bn, cn), (bd, cd) = as_lists(num), (as_lists(den) if den else (None, None))
+            statistic = mean_statistic(bn, cn) if den is None else ratio_statistic(bn, bd, cn, cd)
+            interval = paired_bootstrap(n, statistic, confidence=1 - alpha, resamples=resamples, seed=seed)
+        else:
+            interval = delta_ratio_interval(b[num], b[den] if den else None, a[num], a[den] if den else None,
+                                            confidence=1 - alpha)
+        changes.append(_interval_change(scope, metric, values, interval, n))
+    for metric, q in (("latency_p50", 50), ("latency_p95", 95)):
+        if metric in wanted:
+            import numpy as np
+
+            values = (float(np.percentile(b["latency_s"], q)), float(np.percentile(a["latency_s"], q)))
+            statistic = percentile_statistic(*as_lists("latency_s"), q)
+            interval = subsampled_bootstrap(n, statistic, confidence=1 - alpha, seed=seed, subsample=LARGE_RUN // 2,
+                                            resamples=resamples if small else 200,
+                                            estimate=relative_change(*values))
+            changes.append(_interval_change(scope, metric, values, interval, n))
+    return changes
 
 
 def compare_records(scope: str, baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], *,
                     alpha: float = 0.05, resamples: int = 1000, seed: int = 0, metrics: Iterable[str] | None = None) -> list[Change]:
     """Changes of one model × accelerator (or one domain of it) between two runs, on the shared queries."""
-    before, after = _paired(baseline, current)
-    n = len(before)
-    if n == 0:
-        return []
     wanted = set(metrics) if metrics is not None else set(METRICS) - {"coverage"}
-    col = lambda rows, key: [float(r[key] or 0.0) for r in rows]  # noqa: E731
-    correct_b, correct_a = col(before, "correct"), col(after, "correct")
-    changes: list[Change] = []
-    if "accuracy" in wanted:
-        changes.append(_proportion_change(scope, "accuracy", [bool(x) for x in correct_b], [bool(x) for x in correct_a], alpha))
-    builders = {
-        "joules": lambda: mean_statistic(col(before, "joules"), col(after, "joules")),
-        "watts": lambda: mean_statistic(col(before, "watts"), col(after, "watts")),
-        "ipw": lambda: ratio_statistic(correct_b, col(before, "watts"), correct_a, col(after, "watts")),
-        "ipj": lambda: ratio_statistic(correct_b, col(before, "joules"), correct_a, col(after, "joules")),
-        "latency_p50": lambda: percentile_statistic(col(before, "latency_s"), col(after, "latency_s"), 50),
-        "latency_p95": lambda: percentile_statistic(col(before, "latency_s"), col(after, "latency_s"), 95),
-        "tokens_per_s": lambda: ratio_statistic(col(before, "tokens_out"), col(before, "latency_s"),
-                                                col(after, "tokens_out"), col(after, "latency_s")),
-    }
-    for metric, build in builders.items():
-        if metric in wanted:
-            changes.append(_bootstrap_change(scope, metric, build(), n, alpha, resamples, seed))
-    return changes
+    return _compare_pairs(scope, _pair(baseline, current), alpha=alpha, resamples=resamples, seed=seed, wanted=wanted)
 
 
 def coverage_change(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], alpha: float) -> Change | None:
@@ -196,19 +270,18 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alp
                  resamples: int = 1000, seed: int = 0, by_domain: bool = True) -> list[Change]:
     """Every change between two results documents: per model × accelerator, per domain, and coverage."""
     changes: list[Change] = []
+    options = {"alpha": alpha, "resamples": resamples, "seed": seed}
     old_groups = group_by(baseline["records"], "model", "accelerator")
     for key, records in group_by(current["records"], "model", "accelerator").items():
         if key not in old_groups:
             continue
         scope = f"{key[0]}@{key[1]}"
-        changes.extend(compare_records(scope, old_groups[key], records, alpha=alpha, resamples=resamples, seed=seed))
+        pairs = _pair(old_groups[key], records)
+        changes.extend(_compare_pairs(scope, pairs, wanted=set(METRICS) - {"coverage"}, **options))
         if by_domain:
-            old_domains = group_by(old_groups[key], "domain")
-            for (domain,), domain_records in group_by(records, "domain").items():
-                if (domain,) in old_domains:
-                    changes.extend(compare_records(f"{scope}/{domain}", old_domains[(domain,)], domain_records,
-                                                   alpha=alpha, resamples=resamples, seed=seed,
-                                                   metrics=("accuracy", "joules")))
+            for domain in sorted(set(pairs.domains.tolist())):
+                changes.extend(_compare_pairs(f"{scope}/{domain}", pairs.subset(pairs.domains == domain),
+                                              wanted={"accuracy", "joules"}, **options))
     cov = coverage_change(baseline["records"], current["records"], alpha)
     if cov is not None:
         changes.append(cov)

@@ -150,9 +150,14 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
 
 def group_by(records: Iterable[Mapping[str, Any]], *keys: str) -> dict[tuple[Any, ...], list[Mapping[str, Any]]]:
     """Group records by the given keys, keeping first-seen order of groups and records."""
+    from operator import itemgetter
+
+    getter = itemgetter(*keys)
+    single = len(keys) == 1  # itemgetter of one key returns the bare value, not a tuple
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for record in records:
-        groups.setdefault(tuple(record[k] for k in keys), []).append(record)
+        key = getter(record)
+        groups.setdefault((key,) if single else key, []).append(record)
     return groups
 
 

@@ -71,6 +71,18 @@ def add_options(parser: pytest.Parser) -> None:
         help="HTTP backends: extra tries after a refused connection or HTTP 429/5xx (default 2).")
     add("--ipw-batch-size", metavar="N", type=int, default=1,
         help="queries per engine call for batching backends (vllm); default 1, like the study.")
+    # -- scale and reliability --------------------------------------------------------------------------
+    add("--ipw-granularity", choices=("query", "domain", "model"), default="query",
+        help="test items: one per query (default), or one per domain / per model that runs many queries "
+             "(for sweeps of 100k+ queries; the same per-query records and reports).")
+    add("--ipw-shard", metavar="K/N", default=None,
+        help="run only shard K of N of the queries (stable by query id), to split a set across hosts; "
+             "merge the runs afterwards.")
+    add("--ipw-journal", metavar="PATH", default=None,
+        help="run journal, one line per finished query (default: <--ipw-storage>/journal.jsonl).")
+    add("--ipw-resume", action="store_true", default=False,
+        help="continue an interrupted run from its journal: finished queries are not run again.")
+    add("--ipw-parquet", metavar="PATH", default=None, help="also write the per-query records as Parquet.")
     # -- report ---------------------------------------------------------------------------------------
     add("--ipw-report", metavar="DIR", default=None,
         help="write a self-contained HTML report, a Markdown summary and the figures to DIR.")
@@ -124,6 +136,11 @@ class RunOptions:
     sample_hz: float = 20.0
     idle_seconds: float = 2.0
     energy: str = "total"
+    granularity: str = "query"
+    shard: tuple[int, int] | None = None
+    journal: str | None = None
+    resume: bool = False
+    parquet_path: str | None = None
     storage: str = ".ipw"
     autosave: bool = False
     save_name: str | None = None
@@ -146,8 +163,8 @@ class RunOptions:
     def explicitly_used(self) -> bool:
         """Whether the user passed any option that names something to validate now."""
         return any(v is not None for v in (self.models, self.accelerators, self.meter, self.profiles_file,
-                                           self.dataset, self.limit, self.domains, self.columns,
-                                           self.judge)) or self.batch_size != 1
+                                           self.dataset, self.limit, self.domains, self.shard, self.columns,
+                                           self.judge)) or self.resume or self.batch_size != 1
 
 
 def read_options(config: pytest.Config) -> RunOptions:
@@ -173,6 +190,11 @@ def read_options(config: pytest.Config) -> RunOptions:
         sample_hz=get("ipw_sample_hz"),
         idle_seconds=get("ipw_idle_seconds"),
         energy=get("ipw_energy"),
+        granularity=get("ipw_granularity"),
+        shard=parse_shard(get("ipw_shard")),
+        journal=get("ipw_journal"),
+        resume=get("ipw_resume"),
+        parquet_path=get("ipw_parquet"),
         storage=get("ipw_storage"),
         autosave=get("ipw_autosave"),
         save_name=get("ipw_save"),
@@ -195,6 +217,19 @@ def read_options(config: pytest.Config) -> RunOptions:
     return options
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``K/N`` with 1 <= K <= N."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise IPWUsageError(f"--ipw-shard={text!r} is not K/N (for example 2/4)") from None
+    if not 1 <= k <= n:
+        raise IPWUsageError(f"--ipw-shard={text}: need 1 <= K <= N")
+    return k, n
+
+
 def _check_ranges(options: RunOptions) -> None:
     checks: list[tuple[bool, str]] = [
         (options.min_accuracy is None or 0 <= options.min_accuracy <= 1,
@@ -206,14 +241,14 @@ def _check_ranges(options: RunOptions) -> None:
         (options.threads is None or options.threads >= 1, f"--ipw-threads must be at least 1, got {options.threads}"),
         (options.warmup >= 0, f"--ipw-warmup must not be negative, got {options.warmup}"),
         (options.limit is None or options.limit >= 1, f"--ipw-limit must be at least 1, got {options.limit}"),
-        (options.sample_hz > 0, f"--ipw-sample-hz must be positive, got {options.sample_hz}"),
-        (options.idle_seconds >= 0, f"--ipw-idle-seconds must not be negative, got {options.idle_seconds}"),
-        (options.energy != "active" or options.idle_seconds > 0,
-         "--ipw-energy=active subtracts the idle baseline, which --ipw-idle-seconds=0 disables; give it a duration"),
         (options.request_timeout > 0, f"--ipw-timeout must be positive (seconds), got {options.request_timeout}"),
         (options.retries >= 0, f"--ipw-retries must not be negative, got {options.retries}"),
         (options.batch_size >= 1, f"--ipw-batch-size must be at least 1, got {options.batch_size}"),
         (bool(options.api_key_env.strip()), "--ipw-api-key-env needs the name of an environment variable"),
+        (options.sample_hz > 0, f"--ipw-sample-hz must be positive, got {options.sample_hz}"),
+        (options.idle_seconds >= 0, f"--ipw-idle-seconds must not be negative, got {options.idle_seconds}"),
+        (options.energy != "active" or options.idle_seconds > 0,
+         "--ipw-energy=active subtracts the idle baseline, which --ipw-idle-seconds=0 disables; give it a duration"),
         (0 < options.compare_alpha < 1, f"--ipw-compare-alpha must lie in (0, 1), got {options.compare_alpha}"),
     ]
     for ok, message in checks:

@@ -69,6 +69,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             marker = metafunc.definition.get_closest_marker("ipw")
             domains = marker_thresholds(marker)["domains"] if marker else None
             queries = session.queries(domains)
+            if session.options.granularity != "query":
+                queries = session.batches(queries)
             metafunc.parametrize("ipw_query", queries, ids=[q.id for q in queries], indirect=True)
     except IPWUsageError as exc:
         # Errors raised here would become a collection traceback; report them once collection is done.
@@ -93,14 +95,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 raise pytest.UsageError(f"pytest-ipw: {benchmark}: {exc}") from None
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    ipw = _ipw(session.config)
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "ipw_query" in params:
+            ipw.expected_records += len(getattr(params["ipw_query"], "queries", (None,)))
+
+
 class _RecordCollector:
-    """Collects the records that tests attach to their reports (this also works across xdist workers)."""
+    """Collects the records that xdist workers attach to their test reports."""
 
     def __init__(self, session: IPWSession):
         self.session = session
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":
+        # Only reports from xdist workers (they carry .node): in-process records were added directly.
+        if report.when != "call" or not hasattr(report, "node"):
             return
         for name, value in report.user_properties:
             if name == RECORD_PROPERTY:
@@ -113,6 +124,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ipw = config.stash.get(SESSION_KEY, None)
     if ipw is None:
         return
+    if "journal" in ipw.__dict__:  # opened by a benchmark in this process
+        ipw.journal.close()
     if "judge" in ipw.__dict__:  # created by a judged query in this process
         ipw.judge.close()
     if not ipw.records or hasattr(config, "workerinput"):
@@ -134,6 +147,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if ipw.options.json_path:
         try:
             write_json_atomic(ipw.options.json_path, ipw.results)
+        except IPWUsageError as exc:
+            ipw.results["write_error"] = str(exc)
+    if ipw.options.parquet_path:
+        from .results import write_parquet
+
+        try:
+            write_parquet(ipw.options.parquet_path, ipw.records)
         except IPWUsageError as exc:
             ipw.results["write_error"] = str(exc)
     if ipw.options.report_dir:
@@ -167,6 +187,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     write = terminalreporter.write_line
     terminalreporter.section("intelligence per watt")
+    if ipw.partial:
+        write(f"PARTIAL RUN: {len(ipw.records)} of {ipw.expected_records} queries finished; the figures below cover "
+              "those only (resume with --ipw-resume)", yellow=True, bold=True)
     write(summary_table(ipw.summaries))
     write("")
     write("accuracy by domain; coverage = share of queries at least one model × accelerator answered correctly")
@@ -215,7 +238,12 @@ def _publish(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
     flat = {f"ipw_{key}": record[key] for key in ("correct", "unscorable", "joules", "watts", "provenance", "meter",
                                                    "latency_s", "tokens_out")}
     request.node.user_properties.extend(flat.items())
-    request.node.user_properties.append((RECORD_PROPERTY, json.dumps(record)))
+    if hasattr(request.config, "workerinput"):
+        # an xdist worker: the whole record travels to the controller in the report
+        request.node.user_properties.append((RECORD_PROPERTY, json.dumps(record)))
+    else:
+        # recorded at once, so a test interrupted after its query still counts it
+        _ipw(request.config).add_record(record)
     if "benchmark" in request.fixturenames:
         request.getfixturevalue("benchmark").extra_info.update(flat)
 
@@ -291,37 +319,49 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
     """
     from .records import make_record
     from .scoring import score
+    from .session import QueryBatch
 
     session = _ipw(request.config)
+    benchmark = request.node.nodeid.split("[", 1)[0]
 
-    def run(query: Any = None) -> dict[str, Any]:
-        query = ipw_query if query is None else query
-        try:
-            if session.options.batch_size > 1:  # vLLM: this query and the next ones in one call
-                from .batching import batcher_for, upcoming_queries
+    def measure(query: Any, rest: tuple[Any, ...] = ()) -> dict[str, Any]:
+        key = (benchmark, ipw_target.model.name, ipw_target.device.profile.name, query.id)
+        record = session.resumed.get(key)
+        if record is None:  # not finished by an interrupted run: run it now
+            try:
+                if session.options.batch_size > 1:  # vLLM: this query and the next ones in one call
+                    from .batching import batcher_for, upcoming_queries
 
-                generation, measurement = batcher_for(request.config, ipw_target.id, session.options.batch_size
-                                                      ).answer(query, upcoming_queries(request.node, request.session.items),
-                                                               ipw_model, power_meter)
-            else:
-                with power_meter.window() as window:
-                    generation = ipw_model.generate(query.prompt)
-                measurement = window.measurement
-            # after the model's window: a judge's own window never adds to the model's energy
-            result = score(query, generation.text, judge=session.judge_scorer(power_meter))
-        except IPWUsageError as exc:  # e.g. the server went away: stop, keep what finished
-            _stop(f"{ipw_target.model.name}: {exc}")
-        record = make_record(
-            query=query,
-            model=ipw_target.model.name,
-            accelerator=ipw_target.device.profile.name,
-            benchmark=request.node.nodeid.split("[", 1)[0],
-            generation=generation,
-            measurement=measurement,
-            score=result,
-            energy_basis=session.options.energy,
-        )
+                    upcoming = [*rest, *upcoming_queries(request.node, request.session.items)]
+                    generation, measurement = batcher_for(request.config, ipw_target.id, session.options.batch_size
+                                                          ).answer(query, upcoming, ipw_model, power_meter)
+                else:
+                    with power_meter.window() as window:
+                        generation = ipw_model.generate(query.prompt)
+                    measurement = window.measurement
+                # after the model's window: a judge's own window never adds to the model's energy
+                result = score(query, generation.text, judge=session.judge_scorer(power_meter))
+            except IPWUsageError as exc:  # e.g. the server went away: stop, keep what finished
+                _stop(f"{ipw_target.model.name}: {exc}")
+            record = make_record(
+                query=query,
+                model=ipw_target.model.name,
+                accelerator=ipw_target.device.profile.name,
+                benchmark=benchmark,
+                generation=generation,
+                measurement=measurement,
+                score=result,
+                energy_basis=session.options.energy,
+            )
+            session.journal.append(record)
         _publish(request, record)
         return record
+
+    def run(query: Any = None) -> Any:
+        """One record for a query; a list of records for a batch (``--ipw-granularity=domain|model``)."""
+        query = ipw_query if query is None else query
+        if isinstance(query, QueryBatch):
+            return [measure(q, query.queries[i + 1:]) for i, q in enumerate(query.queries)]
+        return measure(query)
 
     return run

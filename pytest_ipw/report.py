@@ -84,6 +84,7 @@ def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[
         lines.append(f"output: {truncated} answer(s) hit the token limit (--ipw-max-tokens) and were cut off")
     return lines
 
+
 def _basis_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Which energy IPW used, and the idle baseline behind "active" energy."""
     if not records:

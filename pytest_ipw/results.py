@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any, Mapping, Sequence
 
 from .errors import IPWUsageError
 
@@ -51,4 +51,31 @@ def write_json_atomic(path: str | os.PathLike[str], document: Mapping[str, Any])
         if temp_name is not None and os.path.exists(temp_name):
             os.unlink(temp_name)
         raise IPWUsageError(f"could not write results to {target}: {exc.strerror or exc}; choose a writable path") from None
+    return target
+
+
+def write_parquet(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> Path:
+    """Per-query records as a Parquet table (columnar: fast to scan for millions of records)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = Path(path)
+    def flat(value: Any) -> Any:
+        # nested objects (meter extras, energy parts) vary per meter: store them as JSON text
+        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
+            return json.dumps(value, default=_json_default)
+        return value
+
+    rows = [{key: flat(value) for key, value in r.items()} for r in records]
+    temp_name = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(handle)
+        pq.write_table(pa.Table.from_pylist(rows), temp_name)
+        os.replace(temp_name, target)
+    except (OSError, pa.ArrowException) as exc:
+        if temp_name is not None and os.path.exists(temp_name):
+            os.unlink(temp_name)
+        raise IPWUsageError(f"could not write records to {target}: {getattr(exc, 'strerror', None) or exc}") from None
     return target

@@ -6,6 +6,8 @@ Everything is resolved lazily, so an installed-but-unused pytest-ipw costs nothi
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,32 @@ class Target:
     @property
     def id(self) -> str:
         return f"{self.model.name}-{self.device.profile.name}"
+
+
+def pin_to_worker(chosen: list[LocalDevice], local: list[LocalDevice], worker: str | None) -> list[LocalDevice]:
+    """On a host with several GPUs of one profile, xdist worker gwK takes GPU K mod count, so each worker
+    runs on, and measures, its own device (``pytest -n 8`` on an 8-GPU host)."""
+    if worker is None or not worker.startswith("gw") or not worker[2:].isdigit():
+        return chosen
+    number = int(worker[2:])
+    pinned = []
+    for device in chosen:
+        same = [d for d in local if d.profile.name == device.profile.name and d.index is not None]
+        pinned.append(same[number % len(same)] if len(same) > 1 else device)
+    return pinned
+
+
+@dataclass(frozen=True)
+class QueryBatch:
+    """Many queries run by one test item (``--ipw-granularity=domain|model``)."""
+
+    id: str
+    queries: tuple[Query, ...]
+
+
+def shard_of(query_id: str, shards: int) -> int:
+    """Stable shard (0-based) of a query: the same on every host, Python version and run."""
+    return int(hashlib.sha1(query_id.encode("utf-8")).hexdigest()[:12], 16) % shards
 
 
 @dataclass(frozen=True)
@@ -67,6 +95,7 @@ class IPWSession:
         self.misses: list[ThresholdMiss] = []
         self.results: dict[str, Any] | None = None
         self.history: Any = None  # history.HistoryOutcome when comparing or saving
+        self.expected_records = 0  # queries the collected items will run
 
     # -- what to run -------------------------------------------------------------------------------
     @functools.cached_property
@@ -79,7 +108,8 @@ class IPWSession:
 
     @functools.cached_property
     def devices(self) -> list[LocalDevice]:
-        return resolve_accelerators(self.options.accelerators, self.profiles, self.local_devices)
+        chosen = resolve_accelerators(self.options.accelerators, self.profiles, self.local_devices)
+        return pin_to_worker(chosen, self.local_devices, os.environ.get("PYTEST_XDIST_WORKER"))
 
     @functools.cached_property
     def models(self) -> list[ModelSpec]:
@@ -100,7 +130,6 @@ class IPWSession:
     def all_queries(self) -> list[Query]:
         return self.query_set.queries
 
-
     def queries(self, domains: list[str] | None = None) -> list[Query]:
         """The selected queries; a benchmark's marker ``domains`` narrows the run's selection further."""
         source = f"query set {self.options.dataset or DEFAULT_QUERY_SET}"
@@ -108,7 +137,58 @@ class IPWSession:
                                   seed=self.options.sample_seed, weights=self.query_set.weights)
         if domains:
             selected = select_queries(selected, domains=domains, source=f"the selection from {source}")
+        if self.options.shard is not None:
+            k, n = self.options.shard
+            selected = [q for q in selected if shard_of(q.id, n) == k - 1]
+            if not selected:
+                raise IPWUsageError(f"--ipw-shard={k}/{n} holds no queries of {source}; use fewer shards")
         return selected
+
+    def batches(self, queries: list[Query]) -> list[QueryBatch]:
+        """Queries grouped into test items by ``--ipw-granularity`` (domain or model)."""
+        if self.options.granularity == "model":
+            return [QueryBatch("all", tuple(queries))]
+        by_domain: dict[str, list[Query]] = {}
+        for query in queries:
+            by_domain.setdefault(query.domain, []).append(query)
+        return [QueryBatch(domain, tuple(items)) for domain, items in by_domain.items()]
+
+    # -- journal -------------------------------------------------------------------------------------
+    @functools.cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides the answers: resuming is refused when any of it changed."""
+        from .journal import fingerprint
+
+        o = self.options
+        dataset = o.dataset or str(DEFAULT_QUERY_SET)
+        size = os.path.getsize(dataset) if os.path.isfile(dataset) else None
+        return fingerprint({
+            "dataset": [os.path.abspath(dataset), size], "limit": o.limit, "domains": o.domains, "shard": o.shard,
+            "columns": o.columns, "sample_seed": o.sample_seed,
+            "models": [(m.backend, m.location) for m in self.models], "accelerators": [t.device.profile.name for t in self.targets],
+            "generation": self.generation_settings.to_dict(), "warmup": o.warmup,
+        })
+
+    @functools.cached_property
+    def journal(self):
+        from .journal import Journal, journal_path
+
+        base = self.options.journal or os.path.join(self.options.storage, "journal.jsonl")
+        return Journal(journal_path(base, os.environ.get("PYTEST_XDIST_WORKER")), self.fingerprint,
+                       append=self.options.resume)
+
+    @functools.cached_property
+    def resumed(self) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+        """Records finished by the interrupted run (``--ipw-resume``), by journal key."""
+        if not self.options.resume:
+            return {}
+        from .journal import journal_files, read_journal
+
+        base = self.options.journal or os.path.join(self.options.storage, "journal.jsonl")
+        files = journal_files(base)
+        if not files:
+            raise IPWUsageError(f"--ipw-resume: no journal at {base}; nothing to resume (run without --ipw-resume)")
+        return read_journal(files, self.fingerprint)
 
     @functools.cached_property
     def generation_settings(self) -> GenerationSettings:
@@ -146,7 +226,7 @@ class IPWSession:
             if single:
                 raise IPWUsageError(f"--ipw-batch-size={self.options.batch_size}: {', '.join(single)} run(s) one "
                                     "query at a time; batching applies to vllm models (use --ipw-batch-size=1)")
-        _ = self.targets, self.queries()
+        _ = self.targets, self.queries(), self.resumed
         if self.options.meter:
             from .meters.registry import select_meter
 
@@ -176,6 +256,11 @@ class IPWSession:
                                      "@pytest.mark.ipw(min_accuracy)", "@pytest.mark.ipw(min_ipw)"))
         return misses
 
+    @property
+    def partial(self) -> bool:
+        """True when fewer queries finished than were collected (interrupted, crashed, -x, a failing test)."""
+        return len(self.records) < self.expected_records
+
     def results_document(self, machine_info: dict[str, Any]) -> dict[str, Any]:
         """The ``--ipw-json`` document (schema in README)."""
         cov = coverage(self.records)
@@ -188,6 +273,8 @@ class IPWSession:
             "pytest_ipw_version": __version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "duration_s": time.time() - self.started_at,
+            "partial": self.partial,
+            "expected_records": self.expected_records,
             "machine_info": machine_info,
             "settings": {
                 "generation": self.generation_settings.to_dict(),
@@ -198,14 +285,17 @@ class IPWSession:
                 "limit": self.options.limit,
                 "domains": self.options.domains,
                 "warmup": self.options.warmup,
+                "shard": list(self.options.shard) if self.options.shard else None,
+                "granularity": self.options.granularity,
+                "resumed_records": len(self.resumed),
                 "thresholds": {"min_accuracy": self.options.min_accuracy, "min_ipw": self.options.min_ipw,
                                "benchmarks": self.benchmark_markers},
                 "models": self.model_info,
                 "meters": self.meter_info,
+                "judge": self.judge.describe() if "judge" in self.__dict__ else None,
                 # which energy IPW used, and how it was sampled (README: methodology)
                 "energy": {"basis": self.options.energy, "idle_seconds": self.options.idle_seconds,
                            "sample_hz": self.options.sample_hz, "meter": self.options.meter},
-                "judge": self.judge.describe() if "judge" in self.__dict__ else None,
             },
             "records": self.records,
             "summary": [s.to_dict() for s in self.summaries],

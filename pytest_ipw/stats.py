@@ -64,10 +64,11 @@ def paired_bootstrap(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     rng = random.Random(seed)
-    estimate = relative_change(*statistic(range(n)))
+    population = range(n)
+    estimate = relative_change(*statistic(population))
     changes = []
     for _ in range(resamples):
-        indices = [rng.randrange(n) for _ in range(n)]
+        indices = rng.choices(population, k=n)
         changes.append(relative_change(*statistic(indices)))
     changes.sort()
     alpha = 1 - confidence
@@ -106,3 +107,64 @@ def percentile_statistic(baseline: Sequence[float], current: Sequence[float], q:
         return percentile([baseline[i] for i in indices], q), percentile([current[i] for i in indices], q)
 
     return statistic
+
+
+def delta_ratio_interval(
+    baseline_num: Sequence[float],
+    baseline_den: Sequence[float] | None,
+    current_num: Sequence[float],
+    current_den: Sequence[float] | None,
+    *,
+    confidence: float = 0.95,
+) -> Interval:
+    """Relative change of mean(num)/mean(den) between paired runs, with a delta-method interval.
+
+    For large runs (thousands of queries) the bootstrap costs too much in Python and the normal
+    approximation is accurate: log R = log c̄_num - log c̄_den - log b̄_num + log b̄_den, whose variance is
+    the variance of the per-query influence values over n. ``*_den=None`` means a plain mean.
+    """
+    import numpy as np
+    from statistics import NormalDist
+
+    def arrays(num: Sequence[float], den: Sequence[float] | None):
+        num = np.asarray(num, dtype=float)
+        return num, (np.ones_like(num) if den is None else np.asarray(den, dtype=float))
+
+    bn, bd = arrays(baseline_num, baseline_den)
+    cn, cd = arrays(current_num, current_den)
+    n = len(bn)
+    means = [float(x.mean()) for x in (cn, cd, bn, bd)]
+    if any(m <= 0 for m in means):  # a zero mean: no log-ratio; fall back to "no evidence"
+        before = means[2] / means[3] if means[3] > 0 else 0.0
+        after = means[0] / means[1] if means[1] > 0 else 0.0
+        return Interval(relative_change(before, after), -math.inf, math.inf)
+    influence = cn / means[0] - cd / means[1] - bn / means[2] + bd / means[3]
+    log_ratio = math.log(means[0]) - math.log(means[1]) - math.log(means[2]) + math.log(means[3])
+    se = float(influence.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    return Interval(math.exp(log_ratio) - 1, math.exp(log_ratio - z * se) - 1, math.exp(log_ratio + z * se) - 1)
+
+
+def subsampled_bootstrap(
+    n: int,
+    statistic: Callable[[Sequence[int]], tuple[float, float]],
+    *,
+    subsample: int = 2000,
+    confidence: float = 0.95,
+    resamples: int = 300,
+    seed: int = 0,
+    estimate: float | None = None,
+) -> Interval:
+    """m-out-of-n bootstrap for large runs: bootstrap a seeded subsample of ``subsample`` queries and
+    scale the interval's half-widths by sqrt(m/n) around the full-data estimate (valid for root-n
+    statistics such as percentiles)."""
+    if n <= subsample:
+        return paired_bootstrap(n, statistic, confidence=confidence, resamples=resamples, seed=seed)
+    rng = random.Random(seed)
+    chosen = rng.sample(range(n), subsample)
+    small = paired_bootstrap(subsample, lambda idx: statistic([chosen[i] for i in idx]), confidence=confidence,
+                             resamples=resamples, seed=seed)
+    if estimate is None:
+        estimate = relative_change(*statistic(range(n)))
+    scale = math.sqrt(subsample / n)
+    return Interval(estimate, estimate - (small.estimate - small.low) * scale, estimate + (small.high - small.estimate) * scale)

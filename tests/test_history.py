@@ -76,7 +76,8 @@ def project(pytester: pytest.Pytester):
 
 
 def run(pytester: pytest.Pytester, model: str, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("-p", "no:cacheprovider", "--ipw-dataset=queries.jsonl", f"--ipw-model=recorded:{model}", *args)
+    return pytester.runpytest("-p", "no:cacheprovider", "--ipw-dataset=queries.jsonl", f"--ipw-model=recorded:{model}",
+                              "--ipw-idle-seconds=0", *args)
 
 
 def saved_runs(pytester: pytest.Pytester) -> list[Path]:

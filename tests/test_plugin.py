@@ -53,7 +53,10 @@ def project(pytester: pytest.Pytester):
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("-p", "no:cacheprovider", "--ipw-dataset=queries.jsonl", *args)
+    # The estimate meter, named, so that these tests read the same on a host whose RAPL is readable;
+    # no idle baseline, which would add 2 s per run.
+    return pytester.runpytest("-p", "no:cacheprovider", "--ipw-dataset=queries.jsonl", "--ipw-meter=estimate",
+                              "--ipw-idle-seconds=0", *args)
 
 
 def test_ids_follow_model_accelerator_query(project):
