@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import IPWUsageError
+from .results import read_json
 
 PROFILES_FILE = Path(__file__).resolve().parent / "data" / "accelerators.json"
 KINDS = ("cpu", "gpu", "soc")
@@ -76,12 +76,7 @@ def _profile_from_mapping(entry: Mapping[str, Any], source: str) -> AcceleratorP
 
 
 def _read_profile_file(source: Path) -> list[AcceleratorProfile]:
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IPWUsageError(f"accelerator profile file {source} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise IPWUsageError(f"accelerator profile file {source} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    data = read_json(source, "accelerator profile file")
     entries = data.get("profiles") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise IPWUsageError(f'accelerator profile file {source} must hold {{"profiles": [ {{...}}, ... ]}}')

@@ -18,15 +18,14 @@ compared with, and where the routers send what no local model answers).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import IPWUsageError
+from .results import read_json
 
 LOCAL = "local"
 REFERENCE = "reference"
@@ -111,17 +110,7 @@ def load_model_info(path: str | os.PathLike[str] | None) -> dict[str, ModelInfo]
     """Read ``--ipw-model-info``; an empty mapping when no file is given."""
     if path is None:
         return {}
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise IPWUsageError(f"model info file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IPWUsageError(f"model info file {path} cannot be read ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise IPWUsageError(f"model info file {path}: invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from None
+    data = read_json(path, "model info file")
     return parse_model_info(data, str(path))
 
 

@@ -207,14 +207,20 @@ def _read_table(path: Path, builder: str) -> list[dict[str, Any]]:
     return table.to_list()
 
 
-def load_queries(path: str | os.PathLike[str] | None = None) -> list[Query]:
-    """Load and validate a query set file. Every problem is an :class:`IPWUsageError` naming file and line."""
-    path = Path(path) if path is not None else DEFAULT_QUERY_SET
+def query_file_kind(path: Path) -> str:
+    """The reader for a local query file ("json", "csv" or "parquet"); a missing or unknown file is an error."""
     if not path.is_file():
         raise IPWUsageError(f"query set {path} does not exist; pass an existing file to --ipw-dataset")
     builder = SUPPORTED_SUFFIXES.get(path.suffix.lower())
     if builder is None:
         raise IPWUsageError(f"query set {path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet")
+    return builder
+
+
+def load_queries(path: str | os.PathLike[str] | None = None) -> list[Query]:
+    """Load and validate a query set file. Every problem is an :class:`IPWUsageError` naming file and line."""
+    path = Path(path) if path is not None else DEFAULT_QUERY_SET
+    builder = query_file_kind(path)
     if builder == "json":
         rows, line_numbers = _read_jsonl(path)
     else:

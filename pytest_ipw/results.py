@@ -31,6 +31,25 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def read_json(path: str | os.PathLike[str], label: str, fix: str = "") -> Any:
+    """Parse a JSON file; a missing, unreadable or malformed file is one IPWUsageError naming it.
+
+    ``label`` names the kind of file ("saved run", "model info file"), ``fix`` is appended to parse errors.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise IPWUsageError(f"{label} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IPWUsageError(f"{label} {path} cannot be read ({exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IPWUsageError(f"{label} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+                            + (f"; {fix}" if fix else "")) from None
+
+
 def dump_json(document: Mapping[str, Any], stream: IO[str]) -> None:
     """The one JSON encoding of results: indented, no NaN/Infinity (null instead), unknown types as text."""
     json.dump(_finite(document), stream, indent=1, default=_json_default, allow_nan=False)

@@ -30,9 +30,9 @@ from .errors import IPWUsageError
 from .queries import (
     DEFAULT_QUERY_SET,
     LETTERS_FOR_CHOICES,
-    SUPPORTED_SUFFIXES,
     Query,
     load_queries,
+    query_file_kind,
     query_from_row,
 )
 
@@ -359,11 +359,7 @@ def _with_source(query: Query, name: str) -> Query:
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     """All rows of a local JSONL/CSV/Parquet file, with its own column names (any schema)."""
-    if not path.is_file():
-        raise IPWUsageError(f"query set {path} does not exist; pass an existing file to --ipw-dataset")
-    builder = SUPPORTED_SUFFIXES.get(path.suffix.lower())
-    if builder is None:
-        raise IPWUsageError(f"query set {path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet")
+    builder = query_file_kind(path)
     if builder == "json":
         from .queries import _read_jsonl
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import IPWUsageError
-from .results import dump_json
+from .results import dump_json, read_json
 
 DEFAULT_STORAGE = ".ipw"
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -90,19 +90,7 @@ class SavedRun:
 def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a saved run or results file; a corrupt, truncated or foreign file is one clear error."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise IPWUsageError(f"saved run {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IPWUsageError(f"saved run {path} cannot be read ({exc}); delete or restore it") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise IPWUsageError(
-            f"saved run {path} is corrupt or truncated (JSON error at line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "delete it or restore it from a backup"
-        ) from None
+    document = read_json(path, "saved run", "it is corrupt or truncated: delete it or restore it from a backup")
     if not isinstance(document, dict):
         raise IPWUsageError(f"saved run {path} is not a pytest-ipw results file (expected a JSON object)")
     version = document.get("schema_version")

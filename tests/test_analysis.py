@@ -164,7 +164,7 @@ def test_model_info_parsing_and_errors(tmp_path):
             parse_model_info(bad, "x")
     broken = tmp_path / "info.json"
     broken.write_text("{oops")
-    with pytest.raises(IPWUsageError, match=r"info.json: invalid JSON at line 1"):
+    with pytest.raises(IPWUsageError, match=r"info.json is not valid JSON \(line 1"):
         load_model_info(broken)
     with pytest.raises(IPWUsageError, match="does not exist"):
         load_model_info(tmp_path / "missing.json")

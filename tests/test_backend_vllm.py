@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from support import fixed_meter_conftest
 
 from pytest_ipw.backends import BACKENDS
 from pytest_ipw.backends import vllm as vllm_backend
@@ -222,28 +223,6 @@ def test_not_installed_is_one_message_before_any_test(pytester):
 
 # -- --ipw-batch-size through the plugin, with the adapter on the stand-in engine --------------------------
 
-FIXED_METER = """
-import pytest
-from pytest_ipw.meters.base import MEASURED, Measurement, Meter
-
-class FixedMeter(Meter):
-    name = "fixed"
-    provenance = MEASURED
-
-    @property
-    def sensor(self):
-        return "fixed test meter"
-
-    def _begin(self):
-        pass
-
-    def _end(self):
-        return Measurement(joules=2.0, seconds=0.5, sensor=self.sensor, provenance=MEASURED, domain="gpu")
-
-@pytest.fixture(scope="session")
-def power_meter(ipw_target):
-    return FixedMeter()
-"""
 QUERIES = [{"id": f"q{i}", "prompt": f"What is {i} + {i}?", "answer": "4", "domain": "math", "split": "reasoning",
             "scorer": "numeric"} for i in range(1, 5)]
 
@@ -262,7 +241,7 @@ def batching_project(pytester, fake_vllm, monkeypatch):
     monkeypatch.setitem(sys.modules, "ipw_test_fake_vllm", module)
     monkeypatch.setitem(BACKENDS, "fakevllm", "ipw_test_fake_vllm")
     (pytester.path / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUERIES))
-    pytester.makeconftest(FIXED_METER)
+    pytester.makeconftest(fixed_meter_conftest(domain="gpu"))
     pytester.makepyfile(test_bench="def test_answer(ipw_bench):\n    ipw_bench()\n")
     return pytester
 

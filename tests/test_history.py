@@ -9,41 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import fixed_meter_conftest
 
 from pytest_ipw.cli import main as cli_main
 from pytest_ipw.errors import IPWUsageError
 from pytest_ipw.storage import Storage, check_save_name, load_run, machine_id
 
 N_QUERIES = 30
-
-# A deterministic meter replaces the real one through an ordinary fixture override: every window costs
-# 2 J over 0.5 s, so the comparison statistics see no measurement noise at all.
-CONFTEST = """
-import pytest
-from pytest_ipw.meters.base import MEASURED, Measurement, Meter
-
-class FixedMeter(Meter):
-    name = "fixed"
-    provenance = MEASURED
-    domain = "system"
-
-    @property
-    def sensor(self):
-        return "fixed test meter"
-
-    def _begin(self):
-        pass
-
-    def _end(self):
-        return Measurement(joules=JOULES, seconds=0.5, sensor=self.sensor, provenance=MEASURED, domain="system")
-
-@pytest.fixture(scope="session")
-def power_meter(ipw_target, request):
-    meter = FixedMeter()
-    from pytest_ipw.plugin import SESSION_KEY
-    request.config.stash[SESSION_KEY].meter_info[ipw_target.id] = meter.describe()
-    return meter
-"""
 
 BENCHMARK = """
 def test_answer(ipw_bench):
@@ -69,7 +41,7 @@ def answers_file(path: Path, wrong_every: int | None) -> str:
 @pytest.fixture
 def project(pytester: pytest.Pytester):
     (pytester.path / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries()) + "\n")
-    pytester.makeconftest(CONFTEST.replace("JOULES", "2.0"))
+    pytester.makeconftest(fixed_meter_conftest(2.0))
     pytester.makepyfile(test_bench=BENCHMARK)
     good = answers_file(pytester.path / "model.jsonl", None)
     return pytester, good
@@ -131,7 +103,7 @@ def test_degraded_model_fails_the_gate_with_one_line_per_gate(project):
 def test_more_energy_fails_a_joules_gate_but_not_an_accuracy_gate(project):
     pytester, good = project
     run(pytester, good, "--ipw-autosave")
-    pytester.makeconftest(CONFTEST.replace("JOULES", "3.0"))  # 50% more energy per query
+    pytester.makeconftest(fixed_meter_conftest(3.0))  # 50% more energy per query
     result = run(pytester, good, "--ipw-compare", "--ipw-compare-fail=accuracy:2pt")
     assert result.ret == 0
     result = run(pytester, good, "--ipw-compare", "--ipw-compare-fail=joules:10%")

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any, Iterator
 
 import pytest
+from support import fixed_meter_conftest
 
 from pytest_ipw.backends.base import GenerationSettings
 from pytest_ipw.judge import JUDGE_PROMPT, PROMPT_SHA256, Judge, judge_prompt, parse_verdict
@@ -131,28 +132,6 @@ PLUGIN_QUERIES = [
     Query(id="num-1", prompt="What is 2 + 2?", answer="4", domain="math", split="reasoning", scorer="numeric"),
 ]
 MODEL_ANSWERS = {"open-1": "Scattering of light by air.", "open-2": "Wax and honey.", "num-1": "4"}
-FIXED_METER = """
-import pytest
-from pytest_ipw.meters.base import MEASURED, Measurement, Meter
-
-class FixedMeter(Meter):
-    name = "fixed"
-    provenance = MEASURED
-
-    @property
-    def sensor(self):
-        return "fixed test meter"
-
-    def _begin(self):
-        pass
-
-    def _end(self):
-        return Measurement(joules=2.0, seconds=0.5, sensor=self.sensor, provenance=MEASURED, domain="system")
-
-@pytest.fixture(scope="session")
-def power_meter(ipw_target):
-    return FixedMeter()
-"""
 
 
 @pytest.fixture
@@ -171,7 +150,7 @@ def run(pytester, *args: str):
 
 
 def test_judge_cost_is_reported_apart_and_never_added(judged_project):
-    judged_project.makeconftest(FIXED_METER)
+    judged_project.makeconftest(fixed_meter_conftest())
     judge = judge_answers(judged_project.path / "judge.jsonl", {
         (PLUGIN_QUERIES[0], MODEL_ANSWERS["open-1"]): "CORRECT",
         (PLUGIN_QUERIES[1], MODEL_ANSWERS["open-2"]): "INCORRECT"})

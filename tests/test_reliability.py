@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import fixed_meter_conftest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,28 +23,6 @@ from pytest_ipw.session import shard_of
 from pytest_ipw.storage import load_run
 
 N = 24
-FIXED_METER = """
-import pytest
-from pytest_ipw.meters.base import MEASURED, Measurement, Meter
-
-class FixedMeter(Meter):
-    name = "fixed"
-    provenance = MEASURED
-
-    @property
-    def sensor(self):
-        return "fixed test meter"
-
-    def _begin(self):
-        pass
-
-    def _end(self):
-        return Measurement(joules=2.0, seconds=0.5, sensor=self.sensor, provenance=MEASURED, domain="system")
-
-@pytest.fixture(scope="session")
-def power_meter(ipw_target):
-    return FixedMeter()
-"""
 BENCHMARK = "def test_answer(ipw_bench):\n    ipw_bench()\n"
 
 
@@ -60,7 +39,7 @@ def write_project(root: Path, latency: float = 0.0, missing: set[int] = frozense
             if i not in missing:
                 handle.write(json.dumps({"prompt": query["prompt"], "response": str(i + 1 if i % 4 else i),
                                          "latency_s": latency}) + "\n")
-    (root / "conftest.py").write_text(FIXED_METER)
+    (root / "conftest.py").write_text(fixed_meter_conftest())
     (root / "test_bench.py").write_text(BENCHMARK)
     return "--ipw-model=recorded:answers.jsonl"
 
