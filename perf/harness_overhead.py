@@ -36,8 +36,8 @@ def plain_loop(limit: int | None) -> tuple[float, int]:
     return elapsed, len(queries)
 
 
-def pytest_run(limit: int | None) -> float:
-    command = [sys.executable, "-m", "pytest", "benchmarks/", "-q", "-p", "no:cacheprovider"]
+def pytest_run(limit: int | None, extra: list[str]) -> float:
+    command = [sys.executable, "-m", "pytest", "benchmarks/", "-q", "-p", "no:cacheprovider", *extra]
     if limit:
         command.append(f"--ipw-limit={limit}")
     started = time.perf_counter()
@@ -49,17 +49,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="queries per run (default: the whole shipped set)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of both (default 1)")
+    parser.add_argument("--pytest-args", default="", help="extra options for the pytest run, e.g. '--ipw-idle-seconds=0'")
     args = parser.parse_args()
     plain_times, harness_times = [], []
     count = 0
     for _ in range(args.rounds):
         elapsed, count = plain_loop(args.limit)
         plain_times.append(elapsed)
-        harness_times.append(pytest_run(args.limit))
+        harness_times.append(pytest_run(args.limit, args.pytest_args.split()))
     plain, harness = statistics.median(plain_times), statistics.median(harness_times)
     print(f"queries per run:        {count}")
     print(f"plain llama-cpp loop:   {plain:.2f} s  (median of {args.rounds})")
-    print(f"pytest benchmarks/:     {harness:.2f} s  (median of {args.rounds}, includes pytest start-up and collection)")
+    print(f"pytest benchmarks/ {args.pytest_args}: {harness:.2f} s  (median of {args.rounds}, includes pytest start-up, "
+          "collection and, unless disabled, the 2 s idle baseline)")
     print(f"harness overhead ratio: {harness / plain:.3f}  ({(harness / plain - 1) * 100:+.1f}% wall time)")
 
 

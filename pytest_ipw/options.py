@@ -254,14 +254,16 @@ def _check_ranges(options: RunOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise IPWUsageError(message)
-    from .compare import Gate
-    from .storage import check_save_name
+    if options.compare_fail:  # imported only when used: pytest start-up stays light
+        from .compare import Gate
 
-    for expression in options.compare_fail:
-        Gate.parse(expression)
-    if options.compare_fail and options.compare is None:
-        raise IPWUsageError("--ipw-compare-fail needs --ipw-compare (which run to compare with)")
+        for expression in options.compare_fail:
+            Gate.parse(expression)
+        if options.compare is None:
+            raise IPWUsageError("--ipw-compare-fail needs --ipw-compare (which run to compare with)")
     if options.save_name is not None:
+        from .storage import check_save_name
+
         check_save_name(options.save_name)
     if options.model_info is not None:
         from .model_info import load_model_info

@@ -7,22 +7,31 @@ reports and files live in their own modules and are imported only when a benchma
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
 from .errors import IPWUsageError
-from .options import add_options, marker_thresholds, read_options
-from .session import IPWSession, Target
+from .options import RunOptions, add_options, marker_thresholds, read_options
 
-SESSION_KEY = pytest.StashKey[IPWSession]()
+if TYPE_CHECKING:
+    from .session import IPWSession, Target
+
+OPTIONS_KEY = pytest.StashKey[RunOptions]()
+SESSION_KEY = pytest.StashKey["IPWSession"]()
 REPORT_KEY = pytest.StashKey[str]()
 RECORD_PROPERTY = "ipw_record"
 WARMUP_PROMPT = "Reply with the word OK."
 
 
 def _ipw(config: pytest.Config) -> IPWSession:
-    return config.stash[SESSION_KEY]
+    """The run state, made on first use: a session that runs no benchmark never imports it."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        from .session import IPWSession
+
+        session = config.stash[SESSION_KEY] = IPWSession(config.stash[OPTIONS_KEY])
+    return session
 
 
 def _stop(message: str) -> None:
@@ -47,11 +56,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "and the query domains it runs on",
     )
     try:
-        session = IPWSession(read_options(config))
-        config.stash[SESSION_KEY] = session
-        config.pluginmanager.register(_RecordCollector(session), "ipw-record-collector")
-        if session.options.explicitly_used:
-            session.validate()  # bad input fails before any test runs
+        options = config.stash[OPTIONS_KEY] = read_options(config)
+        config.pluginmanager.register(_RecordCollector(config), "ipw-record-collector")
+        if options.explicitly_used:
+            _ipw(config).validate()  # bad input fails before any test runs
     except IPWUsageError as exc:
         raise pytest.UsageError(f"pytest-ipw: {exc}") from None
 
@@ -106,8 +114,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 class _RecordCollector:
     """Collects the records that xdist workers attach to their test reports."""
 
-    def __init__(self, session: IPWSession):
-        self.session = session
+    def __init__(self, config: pytest.Config):
+        self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Only reports from xdist workers (they carry .node): in-process records were added directly.
@@ -115,7 +123,7 @@ class _RecordCollector:
             return
         for name, value in report.user_properties:
             if name == RECORD_PROPERTY:
-                self.session.add_record(json.loads(value))
+                _ipw(self.config).add_record(json.loads(value))
 
 
 @pytest.hookimpl(tryfirst=True)

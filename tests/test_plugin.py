@@ -237,13 +237,14 @@ def test_not_a_gguf_and_malformed_dataset_name_the_file(project):
 
 def test_plugin_unused_changes_nothing(pytester: pytest.Pytester):
     pytester.makepyfile("def test_plain():\n    assert 1 + 1 == 2\n")
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert "intelligence per watt" not in result.stdout.str()
+    assert not (pytester.path / ".ipw").exists()  # no journal, no storage: nothing written
 
 
 def test_plugin_import_stays_light():
     code = ("import sys, pytest_ipw.plugin; heavy = [m for m in ('llama_cpp', 'datasets', 'pynvml', 'psutil', "
-            "'tabulate') if m in sys.modules]; print(heavy)")
+            "'tabulate', 'numpy', 'matplotlib', 'pytest_ipw.session') if m in sys.modules]; print(heavy)")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
