@@ -6,7 +6,7 @@ Field names are public API; README documents them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from .backends.base import Generation
 from .meters.base import Measurement
@@ -17,7 +17,7 @@ RECORD_FIELDS = (
     "query_id", "domain", "split", "difficulty", "model", "accelerator", "benchmark", "prompt", "response",
     "reference", "extracted", "correct", "unscorable", "truncated", "tokens_in", "tokens_out", "latency_s",
     "ttft_s", "joules", "watts", "seconds", "meter", "provenance", "energy_domain", "meter_flags",
-    "joules_active", "idle_watts", "energy_basis", "energy_parts", "meter_extra",
+    "joules_active", "idle_watts", "energy_basis", "energy_parts", "meter_extra", "window_start", "window_end",
     "correct_strict", "extracted_strict", "token_source", "judge",
 )
 
@@ -74,3 +74,40 @@ def make_record(
         "token_source": generation.token_source,
         "judge": score.judge,
     }
+
+
+def share_overlapping_energy(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Records whose windows overlapped on one sensor (xdist workers on one device) get their share of
+    the energy instead of their whole window's; returns the new records and how many were shared.
+
+    Records are grouped by accelerator and sensor; only records with wall-clock window times take part.
+    The raw window energy stays in ``joules_window``; ``meter_flags`` gets ``energy-shared:N`` (N the
+    most queries running at once during the window).
+    """
+    from .meters.trace import split_overlapping_windows
+
+    out = list(records)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, record in enumerate(records):
+        if record.get("window_start") is not None and record.get("window_end") is not None:
+            groups.setdefault((record["accelerator"], record["meter"]), []).append(index)
+    shared = 0
+    for indices in groups.values():
+        windows = [(records[i]["window_start"], records[i]["window_end"], records[i]["joules"]) for i in indices]
+        shares, most = split_overlapping_windows(windows)
+        for i, share, concurrency in zip(indices, shares, most):
+            if concurrency < 2:
+                continue
+            record = dict(records[i])
+            seconds = record["seconds"] or (record["window_end"] - record["window_start"])
+            record["joules_window"] = record["joules"]
+            record["joules"] = share
+            record["watts"] = share / seconds if seconds > 0 else 0.0
+            if record.get("idle_watts") is not None:
+                # the idle baseline is shared the same way: each query's share of the window's idle energy
+                idle_share = record["idle_watts"] * seconds * share / record["joules_window"] if record["joules_window"] else 0.0
+                record["joules_active"] = max(0.0, share - idle_share)
+            record["meter_flags"] = list(record.get("meter_flags") or []) + [f"energy-shared:{concurrency}"]
+            out[i] = record
+            shared += 1
+    return out, shared

@@ -75,10 +75,13 @@ def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[
         workers = int(workers or 0)
     except (TypeError, ValueError):
         workers = 2  # xdist's "auto"/"logical" before it is resolved: several workers either way
-    if workers > 1:
-        lines.append(f"energy: {workers} xdist workers ran at once; where they shared a sensor (one GPU, the CPU "
-                     "package, a whole-system meter) each window also counts the others' power, so overlapping "
-                     "queries are over-charged (README: Concurrency); compare per-query energy from runs without -n")
+    shared = sum(1 for r in records if any(str(f).startswith("energy-shared:") for f in r.get("meter_flags") or ()))
+    if shared:
+        lines.append(f"energy: {shared} query window(s) overlapped others on the same sensor ({workers or 'several'} "
+                     "xdist workers); each stretch of time's energy was split among the queries running then, not "
+                     "charged to each (README: Concurrency); the raw window energy is joules_window in --ipw-json")
+    elif workers > 1:
+        lines.append(f"energy: {workers} xdist workers ran, and no two query windows overlapped on one sensor")
     truncated = sum(1 for r in records if r.get("truncated"))
     if truncated:
         lines.append(f"output: {truncated} answer(s) hit the token limit (--ipw-max-tokens) and were cut off")

@@ -60,9 +60,12 @@ def test_flags_are_counted_by_kind():
 
 
 @pytest.mark.parametrize("workers, said", [(0, False), (1, False), (4, True), ("auto", True)])
-def test_concurrent_workers_are_warned_about(workers, said):
+def test_concurrent_workers_are_reported(workers, said):
     lines = provenance_notes([record()], {}, workers=workers)
-    assert any("xdist workers ran at once" in line for line in lines) is said
+    assert any("xdist workers ran, and no two query windows overlapped" in line for line in lines) is said
+    shared = {**record(), "meter_flags": ["energy-shared:3"]}
+    lines = provenance_notes([shared, record()], {}, workers=workers)
+    assert any(line.startswith("energy: 1 query window(s) overlapped others on the same sensor") for line in lines)
 
 
 def test_profiles_have_their_natural_meters():

@@ -240,3 +240,40 @@ def test_xdist_workers_are_pinned_one_gpu_each():
     assert [pin_to_worker(chosen, local, f"gw{k}")[0].index for k in range(6)] == [0, 1, 2, 3, 0, 1]
     cpu = [local[-1]]
     assert pin_to_worker(cpu, local, "gw3") == cpu  # one device of its kind: nothing to pin
+
+
+def test_xdist_workers_on_one_sensor_share_energy_instead_of_double_counting(pytester: pytest.Pytester):
+    model = write_project(pytester.path, latency=0.2)
+    queries_file = pytester.path / "queries.jsonl"
+    queries_file.write_text("\n".join(queries_file.read_text().splitlines()[:8]) + "\n")
+    result = pytester.runpytest_subprocess(*base_args(model), "-n", "2", "-p", "no:benchmark", "--ipw-json=run.json")
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(["*energy: * query window(s) overlapped others on the same sensor (2 xdist workers)*"])
+    records = json.loads((pytester.path / "run.json").read_text())["records"]
+    shared = [r for r in records if "energy-shared:2" in r["meter_flags"]]
+    assert len(shared) >= 6  # two workers, each always busy: nearly every window overlaps another
+    raw = sum(r.get("joules_window", r["joules"]) for r in records)
+    assert raw == pytest.approx(16.0)  # the fixed meter's 2 J per window, unchanged in joules_window
+    assert sum(r["joules"] for r in records) < 0.75 * raw  # the overlap is no longer counted twice
+
+
+def test_split_of_overlapping_windows_by_hand():
+    from pytest_ipw.meters.trace import split_overlapping_windows
+
+    assert split_overlapping_windows([(0, 1, 10.0), (2, 3, 5.0)]) == ([10.0, 5.0], [1, 1])
+    # two 10 W windows overlapping for 1 s: the device drew 30 J over [0, 3], split 15 / 15
+    assert split_overlapping_windows([(0, 2, 20.0), (1, 3, 20.0)]) == ([15.0, 15.0], [2, 2])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 100), st.floats(0.001, 10), st.floats(0, 500)), min_size=1, max_size=12))
+def test_shares_never_exceed_the_raw_windows_and_lone_windows_keep_theirs(raw):
+    from pytest_ipw.meters.trace import split_overlapping_windows
+
+    windows = [(start, start + length, joules) for start, length, joules in raw]
+    shares, most = split_overlapping_windows(windows)
+    assert sum(shares) <= sum(j for _, _, j in windows) * (1 + 1e-9) + 1e-9
+    for share, concurrency, (_, _, joules) in zip(shares, most, windows):
+        assert share >= -1e-9
+        if concurrency == 1:
+            assert share == pytest.approx(joules, rel=1e-9, abs=1e-9)

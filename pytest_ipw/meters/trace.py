@@ -112,3 +112,40 @@ def union_energy(times: Sequence[float], watts: Sequence[float], windows: Sequen
         else:
             merged.append([start, end])
     return sum(integrate_between(times, watts, a, b) for a, b in merged)
+
+
+def split_overlapping_windows(windows: Sequence[tuple[float, float, float]]) -> tuple[list[float], list[int]]:
+    """Share the energy of overlapping measured windows (start, end, joules) among their queries.
+
+    Without a common power trace (each xdist worker metered its own windows), the device's power over a
+    piece of time is estimated as the mean power of the windows open during it (each of them saw the
+    whole device); that piece's energy is then split equally among those windows, as
+    :func:`split_energy` does. A window that overlaps nothing keeps its joules exactly. Returns the
+    shares and, per window, the most windows open at once during it.
+    """
+    for start, end, joules in windows:
+        if not (math.isfinite(start) and math.isfinite(end)) or end < start or not math.isfinite(joules):
+            raise ValueError(f"a window must have finite start <= end and finite joules, got ({start}, {end}, {joules})")
+    power = [joules / (end - start) if end > start else 0.0 for start, end, joules in windows]
+    shares = [0.0] * len(windows)
+    most = [1] * len(windows)
+    order = sorted(range(len(windows)), key=lambda k: windows[k][0])
+    cuts = sorted({t for start, end, _ in windows for t in (start, end)})
+    open_now: list[int] = []
+    next_start = 0
+    for a, b in zip(cuts, cuts[1:]):
+        while next_start < len(order) and windows[order[next_start]][0] <= a:
+            open_now.append(order[next_start])
+            next_start += 1
+        open_now = [k for k in open_now if windows[k][1] > a]
+        active = [k for k in open_now if windows[k][0] <= a and b <= windows[k][1]]
+        if not active:
+            continue
+        energy = (b - a) * sum(power[k] for k in active) / len(active)
+        for k in active:
+            shares[k] += energy / len(active)
+            most[k] = max(most[k], len(active))
+    for k, (start, end, joules) in enumerate(windows):
+        if end == start:
+            shares[k] = joules  # an instantaneous window has nothing to share
+    return shares, most
