@@ -146,23 +146,10 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
     JSONL is parsed here rather than by `datasets`: its reader gives no line numbers, and it re-encodes
     a column that mixes types (an answer "B" next to an answer 42) as JSON text, corrupting answers.
     """
-    rows: list[dict[str, Any]] = []
-    lines: list[int] = []
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise IPWUsageError(f"query set {path}, line {number}: invalid JSON ({exc.msg} at column {exc.colno}). "
-                                    "Fix or remove that line.") from None
-            if not isinstance(value, dict):
-                raise IPWUsageError(f"query set {path}, line {number}: each line must be a JSON object, "
-                                    f"got {type(value).__name__}. Fix or remove that line.")
-            rows.append(value)
-            lines.append(number)
-    return rows, lines
+    from .results import jsonl_objects
+
+    numbered = jsonl_objects(path.read_text(encoding="utf-8", errors="replace"), path, "query set")
+    return [row for _, row in numbered], [number for number, _ in numbered]
 
 
 def _column_names(path: Path, builder: str) -> list[str]:

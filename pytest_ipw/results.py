@@ -50,6 +50,25 @@ def read_json(path: str | os.PathLike[str], label: str, fix: str = "") -> Any:
                             + (f"; {fix}" if fix else "")) from None
 
 
+def jsonl_objects(text: str, path: str | os.PathLike[str], label: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of JSONL text; a line that is not a JSON object is
+    one IPWUsageError naming the file and the line."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise IPWUsageError(f"{label} {path}, line {number}: invalid JSON ({exc.msg} at column {exc.colno}). "
+                                "Fix or remove that line.") from None
+        if not isinstance(value, dict):
+            raise IPWUsageError(f"{label} {path}, line {number}: each line must be a JSON object, "
+                                f"got {type(value).__name__}. Fix or remove that line.")
+        rows.append((number, value))
+    return rows
+
+
 def dump_json(document: Mapping[str, Any], stream: IO[str]) -> None:
     """The one JSON encoding of results: indented, no NaN/Infinity (null instead), unknown types as text."""
     json.dump(_finite(document), stream, indent=1, default=_json_default, allow_nan=False)

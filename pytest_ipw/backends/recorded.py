@@ -7,12 +7,12 @@ written by ``--ipw-json`` can be turned into one (its records carry prompt and r
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import IPWUsageError
+from ..results import jsonl_objects
 from ..models import ModelSpec
 from .base import Backend, Generation, GenerationSettings
 
@@ -21,17 +21,10 @@ def read_answers(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise IPWUsageError(f"recorded answers file {path} does not exist; check --ipw-model=recorded:PATH")
     answers: dict[str, dict[str, Any]] = {}
-    with path.open("r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise IPWUsageError(f"recorded answers {path}, line {number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
-                raise IPWUsageError(f"recorded answers {path}, line {number}: needs string fields 'prompt' and 'response'")
-            answers[row["prompt"]] = row
+    for number, row in jsonl_objects(path.read_text(encoding="utf-8"), path, "recorded answers"):
+        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
+            raise IPWUsageError(f"recorded answers {path}, line {number}: needs string fields 'prompt' and 'response'")
+        answers[row["prompt"]] = row
     return answers
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import statistics
 import time
@@ -103,17 +102,11 @@ def _rows_csv(text: str, path: Path) -> tuple[dict[str, str], list[tuple[int, di
 
 
 def _rows_jsonl(text: str, path: Path) -> tuple[dict[str, str], list[tuple[int, dict[str, Any]]]]:
+    from ..results import jsonl_objects
+
     meta: dict[str, str] = {}
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise IPWUsageError(f"power trace {path}, line {number}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise IPWUsageError(f"power trace {path}, line {number}: each line must be a JSON object")
+    for number, row in jsonl_objects(text, path, "power trace"):
         if "timestamp" not in row and not rows:
             meta.update({k: str(row[k]) for k in META_KEYS if k in row})
             continue
