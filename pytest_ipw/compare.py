@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import IPWUsageError
-from .metrics import group_by
+from .metrics import group_by, solved_by_any
 from .stats import (
     Interval,
     delta_ratio_interval,
@@ -253,13 +253,7 @@ def compare_records(scope: str, baseline: Sequence[Mapping[str, Any]], current: 
 
 
 def coverage_change(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], alpha: float) -> Change | None:
-    def covered(records: Sequence[Mapping[str, Any]]) -> dict[str, bool]:
-        solved: dict[str, bool] = {}
-        for r in records:
-            solved[r["query_id"]] = solved.get(r["query_id"], False) or bool(r["correct"])
-        return solved
-
-    before, after = covered(baseline), covered(current)
+    before, after = solved_by_any(baseline), solved_by_any(current)
     shared = [q for q in after if q in before]
     if not shared:
         return None

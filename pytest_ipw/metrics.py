@@ -197,16 +197,21 @@ class Coverage:
         }
 
 
-def coverage(records: Iterable[Mapping[str, Any]]) -> Coverage:
-    """Coverage over every query that appears in ``records`` (keyed by query id)."""
+def solved_by_any(records: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
+    """Query id -> whether at least one of the records of that query is correct."""
     solved: dict[str, bool] = {}
-    domain_of: dict[str, str] = {}
-    systems: set[str] = set()
     for record in records:
         query_id = record["query_id"]
         solved[query_id] = solved.get(query_id, False) or bool(record["correct"])
-        domain_of[query_id] = record["domain"]
-        systems.add(f"{record['model']}@{record['accelerator']}")
+    return solved
+
+
+def coverage(records: Iterable[Mapping[str, Any]]) -> Coverage:
+    """Coverage over every query that appears in ``records`` (keyed by query id)."""
+    records = list(records)
+    solved = solved_by_any(records)
+    domain_of = {record["query_id"]: record["domain"] for record in records}
+    systems = {f"{record['model']}@{record['accelerator']}" for record in records}
     by_domain: dict[str, tuple[int, int]] = {}
     for query_id, ok in solved.items():
         hit, total = by_domain.get(domain_of[query_id], (0, 0))

@@ -76,9 +76,9 @@ def make_record(
     }
 
 
-def share_overlapping_energy(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+def share_overlapping_energy(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records whose windows overlapped on one sensor (xdist workers on one device) get their share of
-    the energy instead of their whole window's; returns the new records and how many were shared.
+    the energy instead of their whole window's (the report counts them by their flag).
 
     Records are grouped by accelerator and sensor; only records with wall-clock window times take part.
     The raw window energy stays in ``joules_window``; ``meter_flags`` gets ``energy-shared:N`` (N the
@@ -91,7 +91,6 @@ def share_overlapping_energy(records: Sequence[dict[str, Any]]) -> tuple[list[di
     for index, record in enumerate(records):
         if record.get("window_start") is not None and record.get("window_end") is not None:
             groups.setdefault((record["accelerator"], record["meter"]), []).append(index)
-    shared = 0
     for indices in groups.values():
         windows = [(records[i]["window_start"], records[i]["window_end"], records[i]["joules"]) for i in indices]
         shares, most = split_overlapping_windows(windows)
@@ -109,5 +108,4 @@ def share_overlapping_energy(records: Sequence[dict[str, Any]]) -> tuple[list[di
                 record["joules_active"] = max(0.0, share - idle_share)
             record["meter_flags"] = list(record.get("meter_flags") or []) + [f"energy-shared:{concurrency}"]
             out[i] = record
-            shared += 1
-    return out, shared
+    return out

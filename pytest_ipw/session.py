@@ -96,7 +96,6 @@ class IPWSession:
         self.results: dict[str, Any] | None = None
         self.history: Any = None  # history.HistoryOutcome when comparing or saving
         self.expected_records = 0  # queries the collected items will run
-        self.shared_windows = 0  # records whose energy was shared with overlapping queries
 
     # -- what to run -------------------------------------------------------------------------------
     @functools.cached_property
@@ -242,7 +241,7 @@ class IPWSession:
         """Aggregate records, check thresholds. Pure computation over what was recorded."""
         from .records import share_overlapping_energy
 
-        self.records, self.shared_windows = share_overlapping_energy(self.records)
+        self.records = share_overlapping_energy(self.records)
         self.summaries = [summarize(group) for group in group_by(self.records, "model", "accelerator").values()]
         self.misses = self._threshold_misses()
 
