@@ -1,8 +1,10 @@
 """llama-cpp-python: GGUF models in-process, on the CPU or offloaded to a GPU / Metal.
 
 Deterministic by default: temperature 0 and a fixed seed. The prompt-prefix cache is kept between
-queries (outputs are identical in any order at temperature 0, and it saves about a third of the time);
-``keep_prefix_cache=False`` resets the model state before each query instead.
+queries (it saves about a third of the time); ``keep_prefix_cache=False`` resets the model state before
+each query instead. With the cache, only the uncached rest of a prompt is evaluated, in another batch
+split, and llama.cpp's floating point depends on the split and the CPU: an answer can then depend on the
+query before it on some machines. After a reset, a repeated identical call gives the same answer.
 """
 
 from __future__ import annotations
