@@ -19,8 +19,8 @@ import time
 def plain_loop(limit: int | None) -> tuple[float, int]:
     import llama_cpp
 
-    from pytest_ipw.models import embedded_gguf_path
-    from pytest_ipw.queries import load_queries, select_queries
+    from pytest_ipw.backends.models import embedded_gguf_path
+    from pytest_ipw.queries.schema import load_queries, select_queries
 
     queries = select_queries(load_queries(), limit=limit)
     started = time.perf_counter()

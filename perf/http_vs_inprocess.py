@@ -37,11 +37,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=30)
     args = parser.parse_args()
 
-    from pytest_ipw.accelerators import detect_devices, load_profiles
+    from pytest_ipw.hardware.profiles import detect_devices, load_profiles
     from pytest_ipw.backends import load_backend
     from pytest_ipw.backends.base import GenerationSettings
-    from pytest_ipw.models import embedded_gguf_path, parse_model_spec
-    from pytest_ipw.queries import load_queries, select_queries
+    from pytest_ipw.backends.models import embedded_gguf_path, parse_model_spec
+    from pytest_ipw.queries.schema import load_queries, select_queries
 
     prompts = [q.prompt for q in select_queries(load_queries(), limit=args.limit)]
     settings = GenerationSettings(max_tokens=64)

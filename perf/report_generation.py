@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_ipw.analysis import routing_analysis  # noqa: E402
-from pytest_ipw.html_report import write_report  # noqa: E402
-from pytest_ipw.model_info import ModelInfo  # noqa: E402
+from pytest_ipw.analysis.study import routing_analysis  # noqa: E402
+from pytest_ipw.report.html import write_report  # noqa: E402
+from pytest_ipw.analysis.model_info import ModelInfo  # noqa: E402
 
 DOMAINS = ("arithmetic", "units", "knowledge", "science_mc", "logic", "strings")
 

@@ -46,8 +46,8 @@ def synthetic_records(n: int, seed: int, shift: float = 1.0) -> list[dict]:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    from pytest_ipw.metrics import accuracy_by, coverage, group_by, summarize
-    from pytest_ipw.report import domain_table, summary_table
+    from pytest_ipw.analysis.metrics import accuracy_by, coverage, group_by, summarize
+    from pytest_ipw.report.terminal import domain_table, summary_table
 
     records = synthetic_records(args.records, 1)
     built_rss = peak_rss_mib()
@@ -64,7 +64,7 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from pytest_ipw.compare import compare_runs
+    from pytest_ipw.history.compare import compare_runs
 
     baseline = {"records": synthetic_records(args.records, 1)}
     current = {"records": synthetic_records(args.records, 2, shift=1.02)}

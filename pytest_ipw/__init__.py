@@ -1,3 +1,15 @@
 """pytest-ipw: measure intelligence per watt of local language-model inference with pytest."""
 
+from pytest_ipw.core.warnings import (
+    EstimatedEnergyWarning,
+    IPWWarning,
+    MeterFallbackWarning,
+    NoBaselineWarning,
+    SharedEnergyWarning,
+    TruncatedAnswersWarning,
+)
+
 __version__ = "0.1.0"
+
+__all__ = ["EstimatedEnergyWarning", "IPWWarning", "MeterFallbackWarning", "NoBaselineWarning", "SharedEnergyWarning",
+           "TruncatedAnswersWarning", "__version__"]

@@ -12,9 +12,9 @@ import json
 import sys
 from typing import Any, Sequence
 
-from .compare import METRICS, Gate, changes_table, compare_runs, failed_gates
-from .errors import IPWUsageError
-from .storage import DEFAULT_STORAGE, SavedRun, Storage, load_run
+from pytest_ipw.history.compare import METRICS, Gate, changes_table, compare_runs, failed_gates
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.history.storage import SavedRun, Storage, default_storage, load_run
 
 TREND_METRICS = ("accuracy", "ipw", "ipj", "mean_joules", "mean_watts", "latency_p50_s", "latency_p95_s", "tokens_per_s")
 
@@ -142,26 +142,21 @@ def _load_runs(storage: Storage, selectors: Sequence[str]) -> list[tuple[str, di
     return loaded
 
 
-def _write_report(document: dict[str, Any], args: argparse.Namespace, storage: Storage) -> None:
-    from .html_report import history_entries, write_report
-    from .model_info import load_model_info
+def _write_report(document: dict[str, Any], args: argparse.Namespace) -> None:
+    from pytest_ipw.report.html import write_run_report
 
-    history: list[Any] = []
-    machine = document.get("machine_id")
-    if machine and not document.get("merged"):
-        history, problems = history_entries(storage.runs(machine), load_run)
-        for problem in problems:
-            print(f"pytest-ipw: history: {problem}", file=sys.stderr)
-    files = write_report(document, args.report, model_info=load_model_info(args.model_info) or None,
-                         history=history, title=args.title)
+    files, problems = write_run_report(document, args.report, storage_root=args.storage,
+                                       model_info_file=args.model_info, title=args.title)
+    for problem in problems:
+        print(f"pytest-ipw: history: {problem}", file=sys.stderr)
     print(f"report: {files.html} ({files.seconds:.1f} s; also {files.markdown.name}, {files.analysis.name}, "
           f"{len(files.figures)} figures)")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .merge import merge_documents
-    from .model_info import load_model_info
-    from .results import write_json_atomic
+    from pytest_ipw.history.merge import merge_documents
+    from pytest_ipw.analysis.model_info import load_model_info
+    from pytest_ipw.core.files import write_json_atomic
 
     storage = Storage(args.storage)
     infos = load_model_info(args.model_info)
@@ -173,24 +168,45 @@ def cmd_merge(args: argparse.Namespace) -> int:
     for note in merged["merge_notes"]:
         print(f"merge: {note}")
     if args.report:
-        _write_report(merged, args, storage)
+        _write_report(merged, args)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .merge import merge_documents
+    from pytest_ipw.history.merge import merge_documents
 
     storage = Storage(args.storage)
     runs = _load_runs(storage, args.runs)
     document = runs[0][1] if len(runs) == 1 else merge_documents(runs, label_by_host=args.label_by_host)
-    _write_report(document, args, storage)
+    _write_report(document, args)
+    return 0
+
+
+def cmd_machine_id(args: argparse.Namespace) -> int:
+    from pytest_ipw.run.identity import current_machine
+
+    machine, identity = current_machine(args.accelerators, args.meter, args.profiles_file, args.machine_id)
+    print(machine)
+    if args.verbose:
+        for key, value in identity.items():
+            print(f"  {key}: {value}", file=sys.stderr)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pytest-ipw", description="Saved pytest-ipw runs: list, compare, trend, merge, report.")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"saved runs folder (default {DEFAULT_STORAGE})")
+    from pytest_ipw import __version__
+    from pytest_ipw.options import add_cli_options
+
+    parser = argparse.ArgumentParser(prog="pytest-ipw",
+                                     description="Saved pytest-ipw runs: list, compare, trend, merge, report; machine-id.")
+    parser.add_argument("--version", action="version", version=f"pytest-ipw {__version__}")
+    add_cli_options(parser, only=("storage",))
     sub = parser.add_subparsers(dest="command", required=True)
+
+    ident = sub.add_parser("machine-id", help="print the machine id a run here saves under (for CI cache keys)")
+    add_cli_options(ident, only=("accelerators", "meter", "profiles_file", "machine_id"))
+    ident.add_argument("-v", "--verbose", action="store_true", help="also print the facts behind the id (stderr)")
+    ident.set_defaults(func=cmd_machine_id)
 
     listing = sub.add_parser("list", help="list saved runs")
     listing.add_argument("--machine", default=None, help="only this machine id")
@@ -238,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.storage is None:
+            args.storage = default_storage()
         return args.func(args)
     except IPWUsageError as exc:
         print(f"pytest-ipw: {exc}", file=sys.stderr)

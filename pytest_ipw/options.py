@@ -1,110 +1,25 @@
-"""Command-line options (one ``ipw`` group) and the settings object built from them."""
+"""Every ``--ipw-*`` option, declared once.
+
+Each field of :class:`RunOptions` carries its own declaration (flag, help, ini key, how a text value is
+read, whether it names something to validate before the tests run, whether it decides the answers). From
+that one place come the pytest options, the ini keys (``[tool.pytest.ini_options]``), the arguments the
+``pytest-ipw`` command shares, the settings recorded in the results (with where each value came from) and
+``docs/options.md``. The command line overrides the ini file, which overrides the default.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from .errors import IPWUsageError
+from pytest_ipw.core import defaults
+from pytest_ipw.core.errors import IPWUsageError
 
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("ipw", "intelligence per watt (pytest-ipw)")
-    add = group.addoption
-    add("--ipw-model", metavar="SPEC[,SPEC...]", default=None,
-        help="model(s) to benchmark: a short name (smollm2-135m, smollm2-135m-q8_0, ...), a .gguf path, "
-             "or BACKEND:LOCATION. Several, comma-separated, become a parameter axis. Default: smollm2-135m.")
-    add("--ipw-accelerator", metavar="NAME[,NAME...]", default=None,
-        help="accelerator profile(s) to run on (cpu, m4max, h100, a100, rtx4090, ...). "
-             "Default: the best one detected here.")
-    add("--ipw-meter", metavar="SPEC", default=None,
-        help="power meter: nvml, nvml:all, rapl, rapl:psys, powermetrics, ioreport, "
-             "prometheus+http://HOST:PORT/metrics[#gpu=0], replay:TRACE.csv, estimate; several joined by ',' "
-             "or '+' are summed (nvml+rapl). Default: the accelerator's natural meter, else a labelled estimate.")
-    add("--ipw-sample-hz", metavar="HZ", type=float, default=20.0,
-        help="sampling rate of power gauges (default 20; never faster than the sensor updates).")
-    add("--ipw-idle-seconds", metavar="S", type=float, default=2.0,
-        help="idle baseline measured before each model's queries (default 2; 0 disables).")
-    add("--ipw-energy", choices=("total", "active"), default="total",
-        help="energy behind IPW/IPJ: total (default) or active = total minus the idle baseline.")
-    add("--ipw-profiles", metavar="FILE", default=None,
-        help="JSON file of extra accelerator profiles (same fields as the built-in registry).")
-    add("--ipw-dataset", metavar="SPEC", default=None,
-        help="query set: a file (JSONL, CSV or Parquet, README's schema, or any columns with --ipw-columns), "
-             "hf:OWNER/NAME[?config=C&split=S] (a Hugging Face data set: MMLU-Pro, SuperGPQA, GPQA, "
-             "NaturalReasoning, WildChat, GSM8K built in), or mix:SPEC[*W],SPEC[*W],... Default: the shipped set.")
-    add("--ipw-limit", metavar="N", type=int, default=None,
-        help="use at most N queries (taken round-robin across domains).")
-    add("--ipw-domains", metavar="D[,D...]", default=None, help="only queries of these domains.")
-    add("--ipw-min-accuracy", metavar="FRACTION", type=float, default=None,
-        help="fail the run when a model × accelerator scores below this accuracy (0..1).")
-    add("--ipw-min-ipw", metavar="PER_WATT", type=float, default=None,
-        help="fail the run when a model × accelerator has IPW (accuracy per watt) below this.")
-    add("--ipw-json", metavar="PATH", default=None, help="write all records and summaries to this JSON file.")
-    add("--ipw-max-tokens", metavar="N", type=int, default=64, help="generation limit per answer (default 64).")
-    add("--ipw-temperature", metavar="T", type=float, default=0.0, help="sampling temperature (default 0).")
-    add("--ipw-seed", metavar="N", type=int, default=0, help="sampling seed (default 0).")
-    add("--ipw-context", metavar="N", type=int, default=2048, help="context size in tokens (default 2048).")
-    add("--ipw-threads", metavar="N", type=int, default=None, help="CPU threads for llama.cpp (default: its own).")
-    add("--ipw-warmup", metavar="N", type=int, default=1,
-        help="warm-up generations after loading each model, not measured (default 1).")
-    add("--ipw-reset-state", action="store_true", default=False,
-        help="reset the model state before each query instead of keeping the prompt-prefix cache.")
-    # -- data sets, backends and judging --------------------------------------------------------------
-    add("--ipw-columns", metavar="FIELD=COLUMN[,...]", default=None,
-        help="map a data set's columns to query fields: prompt, answer, choices, domain, id, split, scorer, "
-             "tolerance, difficulty (e.g. prompt=question,answer=label).")
-    add("--ipw-sample-seed", metavar="N", type=int, default=None,
-        help="draw --ipw-limit queries at random with this seed (still stratified by domain); "
-             "default: file order.")
-    add("--ipw-judge", metavar="SPEC", default=None,
-        help="model that grades open-ended answers (scorer judge), any --ipw-model spec. "
-             "Default: smollm2-135m (local).")
-    add("--ipw-api-key-env", metavar="NAME", default="OPENAI_API_KEY",
-        help="environment variable holding the API key for openai+http(s) models and judges "
-             "(default OPENAI_API_KEY; the key is never written anywhere).")
-    add("--ipw-timeout", metavar="S", type=float, default=120.0,
-        help="HTTP backends: seconds to wait for a connection or for the next bytes of an answer (default 120).")
-    add("--ipw-retries", metavar="N", type=int, default=2,
-        help="HTTP backends: extra tries after a refused connection or HTTP 429/5xx (default 2).")
-    add("--ipw-batch-size", metavar="N", type=int, default=1,
-        help="queries per engine call for batching backends (vllm); default 1, like the study.")
-    # -- scale and reliability --------------------------------------------------------------------------
-    add("--ipw-granularity", choices=("query", "domain", "model"), default="query",
-        help="test items: one per query (default), or one per domain / per model that runs many queries "
-             "(for sweeps of 100k+ queries; the same per-query records and reports).")
-    add("--ipw-shard", metavar="K/N", default=None,
-        help="run only shard K of N of the queries (stable by query id), to split a set across hosts; "
-             "merge the runs afterwards.")
-    add("--ipw-journal", metavar="PATH", default=None,
-        help="run journal, one line per finished query (default: <--ipw-storage>/journal.jsonl).")
-    add("--ipw-resume", action="store_true", default=False,
-        help="continue an interrupted run from its journal: finished queries are not run again.")
-    add("--ipw-parquet", metavar="PATH", default=None, help="also write the per-query records as Parquet.")
-    # -- report ---------------------------------------------------------------------------------------
-    add("--ipw-report", metavar="DIR", default=None,
-        help="write a self-contained HTML report, a Markdown summary and the figures to DIR.")
-    add("--ipw-model-info", metavar="FILE", default=None,
-        help="JSON: model name -> release_date, parameters, role (local or reference), for the report's "
-             "trends, routing baseline and local-vs-reference analysis.")
-    # -- history and regression gates ---------------------------------------------------------------
-    add("--ipw-storage", metavar="DIR", default=".ipw", help="where saved runs live (default .ipw/).")
-    add("--ipw-autosave", action="store_true", default=False, help="save this run to --ipw-storage.")
-    add("--ipw-save", metavar="NAME", default=None, help="save this run to --ipw-storage under NAME.")
-    add("--ipw-compare", metavar="RUN", nargs="?", const="latest", default=None,
-        help="compare with a saved run of this machine: latest (default), a number (0003), a save name, "
-             "a commit prefix, a branch name, or a path to a results file.")
-    add("--ipw-compare-fail", metavar="EXPR", action="append", default=[],
-        help="fail when a metric gets significantly worse by more than the amount: ipw:5%%, accuracy:2pt, "
-             "joules:10%%, coverage:1pt, latency_p95:20%%. Repeatable.")
-    add("--ipw-compare-alpha", metavar="P", type=float, default=0.05,
-        help="significance level of the comparison (default 0.05).")
-    add("--ipw-compare-across-machines", action="store_true", default=False,
-        help="allow comparing with runs saved by another machine id (different hardware or meter).")
-    add("--ipw-require-baseline", action="store_true", default=False,
-        help="fail when --ipw-compare finds no baseline (default: save, pass, and say so).")
+GROUP = ("ipw", "intelligence per watt (pytest-ipw)")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -112,109 +27,6 @@ def _csv(value: str | None) -> list[str] | None:
         return None
     items = [part.strip() for part in value.split(",") if part.strip()]
     return items or None
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    models: str | None
-    accelerators: list[str] | None
-    meter: str | None
-    profiles_file: str | None
-    dataset: str | None
-    limit: int | None
-    domains: list[str] | None
-    min_accuracy: float | None
-    min_ipw: float | None
-    json_path: str | None
-    max_tokens: int
-    temperature: float
-    seed: int
-    context_size: int
-    threads: int | None
-    warmup: int
-    reset_state: bool
-    sample_hz: float = 20.0
-    idle_seconds: float = 2.0
-    energy: str = "total"
-    granularity: str = "query"
-    shard: tuple[int, int] | None = None
-    journal: str | None = None
-    resume: bool = False
-    parquet_path: str | None = None
-    storage: str = ".ipw"
-    autosave: bool = False
-    save_name: str | None = None
-    compare: str | None = None
-    compare_fail: tuple[str, ...] = ()
-    compare_alpha: float = 0.05
-    compare_across_machines: bool = False
-    require_baseline: bool = False
-    report_dir: str | None = None
-    model_info: str | None = None
-    columns: str | None = None
-    sample_seed: int | None = None
-    judge: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    request_timeout: float = 120.0
-    retries: int = 2
-    batch_size: int = 1
-
-    @property
-    def explicitly_used(self) -> bool:
-        """Whether the user passed any option that names something to validate now."""
-        return any(v is not None for v in (self.models, self.accelerators, self.meter, self.profiles_file,
-                                           self.dataset, self.limit, self.domains, self.shard, self.columns,
-                                           self.judge)) or self.resume or self.batch_size != 1
-
-
-def read_options(config: pytest.Config) -> RunOptions:
-    get = config.getoption
-    options = RunOptions(
-        models=get("ipw_model"),
-        accelerators=_csv(get("ipw_accelerator")),
-        meter=get("ipw_meter"),
-        profiles_file=get("ipw_profiles"),
-        dataset=get("ipw_dataset"),
-        limit=get("ipw_limit"),
-        domains=_csv(get("ipw_domains")),
-        min_accuracy=get("ipw_min_accuracy"),
-        min_ipw=get("ipw_min_ipw"),
-        json_path=get("ipw_json"),
-        max_tokens=get("ipw_max_tokens"),
-        temperature=get("ipw_temperature"),
-        seed=get("ipw_seed"),
-        context_size=get("ipw_context"),
-        threads=get("ipw_threads"),
-        warmup=get("ipw_warmup"),
-        reset_state=get("ipw_reset_state"),
-        sample_hz=get("ipw_sample_hz"),
-        idle_seconds=get("ipw_idle_seconds"),
-        energy=get("ipw_energy"),
-        granularity=get("ipw_granularity"),
-        shard=parse_shard(get("ipw_shard")),
-        journal=get("ipw_journal"),
-        resume=get("ipw_resume"),
-        parquet_path=get("ipw_parquet"),
-        storage=get("ipw_storage"),
-        autosave=get("ipw_autosave"),
-        save_name=get("ipw_save"),
-        compare=get("ipw_compare"),
-        compare_fail=tuple(get("ipw_compare_fail") or ()),
-        compare_alpha=get("ipw_compare_alpha"),
-        compare_across_machines=get("ipw_compare_across_machines"),
-        require_baseline=get("ipw_require_baseline"),
-        report_dir=get("ipw_report"),
-        model_info=get("ipw_model_info"),
-        columns=get("ipw_columns"),
-        sample_seed=get("ipw_sample_seed"),
-        judge=get("ipw_judge"),
-        api_key_env=get("ipw_api_key_env"),
-        request_timeout=get("ipw_timeout"),
-        retries=get("ipw_retries"),
-        batch_size=get("ipw_batch_size"),
-    )
-    _check_ranges(options)
-    return options
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -228,6 +40,324 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if not 1 <= k <= n:
         raise IPWUsageError(f"--ipw-shard={text}: need 1 <= K <= N")
     return k, n
+
+
+def _bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How one option is declared on the command line, in ini files and in the docs."""
+
+    flag: str
+    help: str
+    group: str
+    metavar: str | None = None
+    parse: Callable[[Any], Any] | None = None  # text (command line or ini) -> value
+    choices: tuple[str, ...] | None = None
+    kind: str = "value"  # "value" | "flag" (store_true) | "list" (repeatable) | "optional" (nargs="?")
+    const: Any = None  # the value of a bare "optional" flag
+    ini: bool = True  # also readable from the ini file as ipw_<name>
+    cli: bool = False  # shared with the pytest-ipw command (as --NAME without the ipw- prefix)
+    names_input: bool = False  # names something checked before any test runs
+    decides_answers: bool = False  # part of the journal fingerprint: --ipw-resume refuses a change
+
+
+def option(default: Any, flag: str, group: str, *, help: str, **spec: Any) -> Any:
+    return field(default=default, metadata={"ipw": OptionSpec(flag=flag, help=help, group=group, **spec)})
+
+
+_int, _float = int, float
+MODEL, DATA, ENERGY, GENERATION, SCALE, REPORT, HISTORY = (
+    "models and accelerators", "data sets", "energy", "generation", "scale and reliability", "report",
+    "history and regression gates")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The resolved options of one run (command line over ini over default)."""
+
+    # -- models and accelerators ----------------------------------------------------------------------
+    models: str | None = option(
+        None, "--ipw-model", MODEL, metavar="SPEC[,SPEC...]", names_input=True, decides_answers=True,
+        help="model(s) to benchmark: a short name (smollm2-135m, smollm2-135m-q8_0, ...), a .gguf path, or "
+             "BACKEND:LOCATION (llama-cpp:, vllm:, openai+http://HOST/v1#MODEL, recorded:FILE). Several, "
+             "comma-separated, become a parameter axis. Default: smollm2-135m.")
+    accelerators: list[str] | None = option(
+        None, "--ipw-accelerator", MODEL, metavar="NAME[,NAME...]", parse=_csv, names_input=True,
+        decides_answers=True, cli=True,
+        help="accelerator profile(s) to run on (cpu, m4max, h100, a100, rtx4090, ...). Default: the best one "
+             "detected here.")
+    profiles_file: str | None = option(
+        None, "--ipw-profiles", MODEL, metavar="FILE", names_input=True, cli=True,
+        help="JSON file of extra accelerator profiles (same fields as the built-in registry).")
+    # -- energy ----------------------------------------------------------------------------------------
+    meter: str | None = option(
+        None, "--ipw-meter", ENERGY, metavar="SPEC", names_input=True, cli=True,
+        help="power meter: nvml, nvml:all, rapl, rapl:psys, powermetrics, ioreport, "
+             "prometheus+http://HOST:PORT/metrics[#gpu=0], replay:TRACE.csv, estimate; several joined by ',' or "
+             "'+' are summed (nvml+rapl). Default: the accelerator's natural meter, else a labelled estimate.")
+    sample_hz: float = option(
+        defaults.SAMPLE_HZ, "--ipw-sample-hz", ENERGY, metavar="HZ", parse=_float,
+        help=f"sampling rate of power gauges (default {defaults.SAMPLE_HZ:g}; never faster than the sensor "
+             "updates).")
+    idle_seconds: float = option(
+        2.0, "--ipw-idle-seconds", ENERGY, metavar="S", parse=_float,
+        help="idle baseline measured before each model's queries (default 2; 0 disables).")
+    energy: str = option(
+        "total", "--ipw-energy", ENERGY, choices=("total", "active"),
+        help="energy behind IPW/IPJ: total (default) or active = total minus the idle baseline.")
+    # -- data sets -------------------------------------------------------------------------------------
+    dataset: str | None = option(
+        None, "--ipw-dataset", DATA, metavar="SPEC", names_input=True, decides_answers=True,
+        help="query set: a file (JSONL, CSV or Parquet, README's schema, or any columns with --ipw-columns), "
+             "hf:OWNER/NAME[?config=C&split=S] (a Hugging Face data set: MMLU-Pro, SuperGPQA, GPQA, "
+             "NaturalReasoning, WildChat, GSM8K built in), or mix:SPEC[*W],SPEC[*W],... Default: the shipped set.")
+    columns: str | None = option(
+        None, "--ipw-columns", DATA, metavar="FIELD=COLUMN[,...]", names_input=True, decides_answers=True,
+        help="map a data set's columns to query fields: prompt, answer, choices, domain, id, split, scorer, "
+             "tolerance, difficulty (e.g. prompt=question,answer=label).")
+    limit: int | None = option(
+        None, "--ipw-limit", DATA, metavar="N", parse=_int, names_input=True, decides_answers=True,
+        help="use at most N queries (taken round-robin across domains).")
+    sample_seed: int | None = option(
+        None, "--ipw-sample-seed", DATA, metavar="N", parse=_int, decides_answers=True,
+        help="draw --ipw-limit queries at random with this seed (still stratified by domain); default: file "
+             "order.")
+    domains: list[str] | None = option(
+        None, "--ipw-domains", DATA, metavar="D[,D...]", parse=_csv, names_input=True, decides_answers=True,
+        help="only queries of these domains.")
+    judge: str | None = option(
+        None, "--ipw-judge", DATA, metavar="SPEC", names_input=True, decides_answers=True,
+        help="model that grades open-ended answers (scorer judge), any --ipw-model spec. Default: smollm2-135m "
+             "(local).")
+    # -- thresholds and outputs ------------------------------------------------------------------------
+    min_accuracy: float | None = option(
+        None, "--ipw-min-accuracy", REPORT, metavar="FRACTION", parse=_float,
+        help="fail the run when a model × accelerator scores below this accuracy (0..1).")
+    min_ipw: float | None = option(
+        None, "--ipw-min-ipw", REPORT, metavar="PER_WATT", parse=_float,
+        help="fail the run when a model × accelerator has IPW (accuracy per watt) below this.")
+    json_path: str | None = option(
+        None, "--ipw-json", REPORT, metavar="PATH", help="write all records and summaries to this JSON file.")
+    report_dir: str | None = option(
+        None, "--ipw-report", REPORT, metavar="DIR",
+        help="write a self-contained HTML report, a Markdown summary and the figures to DIR.")
+    model_info: str | None = option(
+        None, "--ipw-model-info", REPORT, metavar="FILE", cli=False,
+        help="JSON: model name -> release_date, parameters, role (local or reference), for the report's "
+             "trends, routing baseline and local-vs-reference analysis.")
+    # -- generation ------------------------------------------------------------------------------------
+    max_tokens: int = option(
+        defaults.MAX_TOKENS, "--ipw-max-tokens", GENERATION, metavar="N", parse=_int, decides_answers=True,
+        help=f"generation limit per answer (default {defaults.MAX_TOKENS}).")
+    temperature: float = option(
+        defaults.TEMPERATURE, "--ipw-temperature", GENERATION, metavar="T", parse=_float,
+        decides_answers=True, help=f"sampling temperature (default {defaults.TEMPERATURE:g}).")
+    seed: int = option(
+        defaults.SEED, "--ipw-seed", GENERATION, metavar="N", parse=_int, decides_answers=True,
+        help=f"sampling seed (default {defaults.SEED}).")
+    context_size: int = option(
+        defaults.CONTEXT_SIZE, "--ipw-context", GENERATION, metavar="N", parse=_int, decides_answers=True,
+        help=f"context size in tokens (default {defaults.CONTEXT_SIZE}).")
+    threads: int | None = option(
+        None, "--ipw-threads", GENERATION, metavar="N", parse=_int, decides_answers=True,
+        help="CPU threads for llama.cpp (default: its own, half the cores).")
+    warmup: int = option(
+        1, "--ipw-warmup", GENERATION, metavar="N", parse=_int, decides_answers=True,
+        help="warm-up generations after loading each model, not measured (default 1).")
+    reset_state: bool = option(
+        False, "--ipw-reset-state", GENERATION, kind="flag", decides_answers=True,
+        help="reset the model state before each query instead of keeping the prompt-prefix cache.")
+    batch_size: int = option(
+        defaults.BATCH_SIZE, "--ipw-batch-size", GENERATION, metavar="N", parse=_int, names_input=True,
+        decides_answers=True,
+        help=f"queries per engine call for batching backends (vllm); default {defaults.BATCH_SIZE}, like "
+             "the study.")
+    api_key_env: str = option(
+        defaults.API_KEY_ENV, "--ipw-api-key-env", GENERATION, metavar="NAME",
+        help=f"environment variable holding the API key for openai+http(s) models and judges (default "
+             f"{defaults.API_KEY_ENV}; the key is never written anywhere).")
+    request_timeout: float = option(
+        defaults.REQUEST_TIMEOUT_S, "--ipw-timeout", GENERATION, metavar="S", parse=_float,
+        help=f"HTTP backends: seconds to wait for a connection or for the next bytes of an answer (default "
+             f"{defaults.REQUEST_TIMEOUT_S:g}).")
+    retries: int = option(
+        defaults.RETRIES, "--ipw-retries", GENERATION, metavar="N", parse=_int,
+        help=f"HTTP backends: extra tries after a refused connection or HTTP 429/5xx (default "
+             f"{defaults.RETRIES}).")
+    # -- scale and reliability -------------------------------------------------------------------------
+    granularity: str = option(
+        "query", "--ipw-granularity", SCALE, choices=("query", "domain", "model"),
+        help="test items: one per query (default), or one per domain / per model that runs many queries (for "
+             "sweeps of 100k+ queries; the same per-query records and reports).")
+    shard: tuple[int, int] | None = option(
+        None, "--ipw-shard", SCALE, metavar="K/N", parse=parse_shard, ini=False, names_input=True,
+        decides_answers=True,
+        help="run only shard K of N of the queries (stable by query id), to split a set across hosts; merge "
+             "the runs afterwards.")
+    journal: str | None = option(
+        None, "--ipw-journal", SCALE, metavar="PATH",
+        help="run journal, one line per finished query (default: <--ipw-storage>/journal.jsonl).")
+    resume: bool = option(
+        False, "--ipw-resume", SCALE, kind="flag", ini=False, names_input=True,
+        help="continue an interrupted run from its journal: finished queries are not run again.")
+    parquet_path: str | None = option(
+        None, "--ipw-parquet", SCALE, metavar="PATH", help="also write the per-query records as Parquet.")
+    # -- history and regression gates ------------------------------------------------------------------
+    storage: str | None = option(
+        None, "--ipw-storage", HISTORY, metavar="DIR", cli=True,
+        help=f"where saved runs live (default: {defaults.STORAGE_DIR}/ in pytest's rootdir).")
+    machine_id: str | None = option(
+        None, "--ipw-machine-id", HISTORY, metavar="NAME", cli=True,
+        help="the machine id runs are saved and compared under (default: derived from the accelerators, CPU "
+             "model and meter, not the host name; `pytest-ipw machine-id` prints it).")
+    autosave: bool = option(False, "--ipw-autosave", HISTORY, kind="flag", help="save this run to --ipw-storage.")
+    save_name: str | None = option(
+        None, "--ipw-save", HISTORY, metavar="NAME", ini=False, help="save this run to --ipw-storage under NAME.")
+    compare: str | None = option(
+        None, "--ipw-compare", HISTORY, metavar="RUN", kind="optional", const="latest",
+        help="compare with a saved run of this machine: latest (default), a number (0003), a save name, a "
+             "commit prefix, a branch name, or a path to a results file.")
+    compare_fail: tuple[str, ...] = option(
+        (), "--ipw-compare-fail", HISTORY, metavar="EXPR", kind="list",
+        help="fail when a metric gets significantly worse by more than the amount: ipw:5%%, accuracy:2pt, "
+             "joules:10%%, coverage:1pt, latency_p95:20%%. Repeatable (one per line in the ini file).")
+    compare_alpha: float = option(
+        0.05, "--ipw-compare-alpha", HISTORY, metavar="P", parse=_float,
+        help="significance level of the comparison (default 0.05).")
+    compare_across_machines: bool = option(
+        False, "--ipw-compare-across-machines", HISTORY, kind="flag",
+        help="allow comparing with runs saved under another machine id (different hardware or meter).")
+    require_baseline: bool = option(
+        False, "--ipw-require-baseline", HISTORY, kind="flag",
+        help="fail when --ipw-compare finds no baseline (default: save, pass, and say so).")
+    #: where each value came from: option name -> "command line" | "ini" | "default" (filled by read_options)
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def explicitly_used(self) -> bool:
+        """Whether the user set any option that names something to validate before the tests run."""
+        return any(getattr(self, f.name) not in (None, False, f.default) for f, spec in declared_options()
+                   if spec.names_input)
+
+    def answer_settings(self) -> dict[str, Any]:
+        """The options that decide the answers (the journal's fingerprint holds them)."""
+        return {f.name: getattr(self, f.name) for f, spec in declared_options() if spec.decides_answers}
+
+    def recorded(self) -> dict[str, Any]:
+        """Every option's value and where it came from, for the results' settings."""
+        return {f.name: {"value": _jsonable(getattr(self, f.name)), "from": self.sources.get(f.name, "default")}
+                for f, _ in declared_options()}
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def declared_options() -> Iterator[tuple[dataclasses.Field, OptionSpec]]:
+    """Each option field with its declaration, in declaration order."""
+    for f in dataclasses.fields(RunOptions):
+        spec = f.metadata.get("ipw")
+        if spec is not None:
+            yield f, spec
+
+
+def ini_name(f: dataclasses.Field) -> str:
+    return "ipw_" + f.name
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """The pytest options and ini keys, from the declarations."""
+    group = parser.getgroup(*GROUP)
+    for f, spec in declared_options():
+        kwargs: dict[str, Any] = {"dest": "ipw_" + f.name, "help": _help(spec, f), "default": None}
+        if spec.kind == "flag":
+            kwargs["action"] = "store_true"
+        elif spec.kind == "list":
+            kwargs["action"] = "append"
+        elif spec.kind == "optional":
+            kwargs.update(nargs="?", const=spec.const)
+        if spec.metavar and spec.kind != "flag":
+            kwargs["metavar"] = spec.metavar
+        if spec.choices:
+            kwargs["choices"] = spec.choices
+        group.addoption(spec.flag, **kwargs)
+        if spec.ini:
+            kind = "linelist" if spec.kind == "list" else "string"  # yes/no read here, naming the key
+            parser.addini(ini_name(f), f"{spec.flag}: {spec.help.split('. ')[0].rstrip('.')}", type=kind,
+                          default=None)
+
+
+def _help(spec: OptionSpec, f: dataclasses.Field) -> str:
+    return spec.help + (f" [ini: {ini_name(f)}]" if spec.ini else "")
+
+
+def add_cli_options(parser: Any, only: tuple[str, ...], prefix: str = "") -> None:
+    """Options the ``pytest-ipw`` command shares with the plugin (``--storage``, ``--machine-id``,
+    ``--accelerator``...), from the same declarations, as pytest-benchmark shares its options with its CLI.
+    The command reads them as given; an ini file is pytest's, so its defaults are the declared ones."""
+    for f, spec in declared_options():
+        if f.name in only:
+            if not spec.cli:
+                raise ValueError(f"{spec.flag} is not declared as shared with the command (cli=True)")
+            name = "--" + prefix + spec.flag[len("--ipw-"):]
+            kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": spec.help}
+            if spec.kind == "flag":
+                kwargs["action"] = "store_true"
+            else:
+                kwargs.update(metavar=spec.metavar, type=spec.parse or str)
+            parser.add_argument(name, **kwargs)
+
+
+def _from_text(f: dataclasses.Field, spec: OptionSpec, value: Any, where: str) -> Any:
+    if spec.kind == "flag":
+        try:
+            return _bool(value)
+        except ValueError:
+            raise IPWUsageError(f"{where}: expected true or false, got {value!r}") from None
+    if spec.kind == "list":
+        return tuple(str(v) for v in value)
+    if spec.choices and value not in spec.choices:
+        raise IPWUsageError(f"{where}: {value!r} is not one of {', '.join(spec.choices)}")
+    if spec.parse is None:
+        return value
+    try:
+        return spec.parse(value)
+    except IPWUsageError:
+        raise
+    except (TypeError, ValueError):
+        raise IPWUsageError(f"{where}: cannot read {value!r} (expected {spec.metavar or 'a value'})") from None
+
+
+def read_options(config: pytest.Config) -> RunOptions:
+    """Command line over ini over default, each value checked; ``sources`` says which one won."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for f, spec in declared_options():
+        given = config.getoption("ipw_" + f.name)
+        if given is not None and given != []:
+            values[f.name] = _from_text(f, spec, given, spec.flag) if spec.kind != "flag" else bool(given)
+            sources[f.name] = "command line"
+            continue
+        ini_value = config.getini(ini_name(f)) if spec.ini else None
+        if ini_value not in (None, "", []):
+            values[f.name] = _from_text(f, spec, ini_value, f"ini key {ini_name(f)}")
+            sources[f.name] = "ini"
+    if "storage" not in values:  # like .pytest_cache: in the rootdir, wherever pytest is started from
+        values["storage"] = str(Path(str(config.rootpath)) / defaults.STORAGE_DIR)
+        sources["storage"] = "default (rootdir)"
+    options = RunOptions(**values, sources=sources)
+    _check_ranges(options)
+    return options
 
 
 def _check_ranges(options: RunOptions) -> None:
@@ -250,23 +380,27 @@ def _check_ranges(options: RunOptions) -> None:
         (options.energy != "active" or options.idle_seconds > 0,
          "--ipw-energy=active subtracts the idle baseline, which --ipw-idle-seconds=0 disables; give it a duration"),
         (0 < options.compare_alpha < 1, f"--ipw-compare-alpha must lie in (0, 1), got {options.compare_alpha}"),
+        (options.machine_id is None or bool(options.machine_id.strip()),
+         "--ipw-machine-id needs a name (letters, digits, '-', '_', '.')"),
     ]
     for ok, message in checks:
         if not ok:
             raise IPWUsageError(message)
     if options.compare_fail:  # imported only when used: pytest start-up stays light
-        from .compare import Gate
+        from pytest_ipw.history.compare import Gate
 
         for expression in options.compare_fail:
             Gate.parse(expression)
         if options.compare is None:
             raise IPWUsageError("--ipw-compare-fail needs --ipw-compare (which run to compare with)")
-    if options.save_name is not None:
-        from .storage import check_save_name
+    if options.save_name is not None or options.machine_id is not None:
+        from pytest_ipw.history.storage import check_save_name
 
-        check_save_name(options.save_name)
+        for name in (options.save_name, options.machine_id):
+            if name is not None:
+                check_save_name(name)
     if options.model_info is not None:
-        from .model_info import load_model_info
+        from pytest_ipw.analysis.model_info import load_model_info
 
         load_model_info(options.model_info)  # a bad file fails before any test runs
 
@@ -285,3 +419,26 @@ def marker_thresholds(marker: Any) -> dict[str, Any]:
         domains = [domains]
     return {"min_accuracy": marker.kwargs.get("min_accuracy"), "min_ipw": marker.kwargs.get("min_ipw"),
             "domains": list(domains) if domains else None}
+
+
+def options_markdown() -> str:
+    """``docs/options.md``, generated from the declarations (a test keeps the file in step)."""
+    lines = ["# Options", "",
+             "Generated from `pytest_ipw/options.py` (`python -m pytest_ipw options-doc > docs/options.md`); a test "
+             "fails when this file and the declarations differ.", "",
+             "Every option can also be set in the ini file (`[tool.pytest.ini_options]` in pyproject.toml, or "
+             "pytest.ini) under the key shown, unless marked *command line only*. The command line wins over the "
+             "ini file; the results record where each value came from (`settings.options`).", ""]
+    current = None
+    for f, spec in declared_options():
+        if spec.group != current:
+            current = spec.group
+            lines += ["", f"## {current[0].upper()}{current[1:]}", "", "| option | ini key | default | meaning |",
+                      "|---|---|---|---|"]
+        flag = spec.flag + ("" if spec.kind == "flag" else f"={spec.metavar or '|'.join(spec.choices or ())}")
+        key = f"`{ini_name(f)}`" + (" (one per line)" if spec.kind == "list" else "") if spec.ini else "command line only"
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = "" if default in (None, (), False) else f"`{default}`"
+        text = spec.help.replace("%%", "%").replace("|", "\\|")
+        lines.append(f"| `{flag.replace('|', chr(92) + '|')}` | {key} | {shown} | {text} |")
+    return "\n".join(lines) + "\n"

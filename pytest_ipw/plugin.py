@@ -7,16 +7,16 @@ reports and files live in their own modules and are imported only when a benchma
 from __future__ import annotations
 
 import json
-import time
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
-from .errors import IPWUsageError
+from pytest_ipw.core.errors import IPWUsageError
 from .options import RunOptions, add_options, marker_thresholds, read_options
 
 if TYPE_CHECKING:
-    from .session import IPWSession, Target
+    from pytest_ipw.run.session import IPWSession, Target
 
 OPTIONS_KEY = pytest.StashKey[RunOptions]()
 SESSION_KEY = pytest.StashKey["IPWSession"]()
@@ -29,7 +29,7 @@ def _ipw(config: pytest.Config) -> IPWSession:
     """The run state, made on first use: a session that runs no benchmark never imports it."""
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
-        from .session import IPWSession
+        from pytest_ipw.run.session import IPWSession
 
         session = config.stash[SESSION_KEY] = IPWSession(config.stash[OPTIONS_KEY])
     return session
@@ -139,60 +139,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         ipw.judge.close()
     if not ipw.records or hasattr(config, "workerinput"):
         return  # nothing measured, or an xdist worker: the controller reports
-    from .machine import machine_info
-    from .results import write_json_atomic
+    from pytest_ipw.run.finish import finish_run
 
-    ipw.finish()
-    if ipw.misses and session.exitstatus == pytest.ExitCode.OK:
+    outcome = finish_run(ipw)
+    failed = outcome.failed
+    for category, message in outcome.warnings:
+        try:
+            warnings.warn(category(message), stacklevel=1)
+        except Warning as exc:  # -W error::pytest_ipw.X or filterwarnings = error::...: the run fails, with its line
+            ipw.warning_errors.append(f"{type(exc).__name__}: {exc}")
+            failed = True
+    if failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    ipw.results = ipw.results_document(machine_info(ipw.devices))
-    from .history import process_history
-
-    ipw.history = process_history(ipw.options, ipw.results)
-    if ipw.history is not None:
-        ipw.results["comparison"] = ipw.history.to_dict()
-        if ipw.history.failed and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if ipw.options.json_path:
-        try:
-            write_json_atomic(ipw.options.json_path, ipw.results)
-        except IPWUsageError as exc:
-            ipw.results["write_error"] = str(exc)
-    if ipw.options.parquet_path:
-        from .results import write_parquet
-
-        try:
-            write_parquet(ipw.options.parquet_path, ipw.records)
-        except IPWUsageError as exc:
-            ipw.results["write_error"] = str(exc)
-    if ipw.options.report_dir:
-        config.stash[REPORT_KEY] = _make_report(ipw)
+    if outcome.report_line:
+        config.stash[REPORT_KEY] = outcome.report_line
     config.hook.pytest_ipw_results(config=config, results=ipw.results)
-
-
-def _make_report(ipw: IPWSession) -> str:
-    """Write ``--ipw-report``; returns the line for the terminal summary (the report's path, or why not)."""
-    from .html_report import history_entries, write_report
-    from .model_info import load_model_info
-    from .storage import Storage, load_run
-
-    try:
-        history: list[Any] = []
-        if ipw.history is not None:
-            history, _ = history_entries(Storage(ipw.options.storage).runs(ipw.history.machine), load_run)
-        files = write_report(ipw.results, ipw.options.report_dir, model_info=load_model_info(ipw.options.model_info),
-                             history=history)
-    except IPWUsageError as exc:
-        return f"IPW REPORT FAILED: {exc}"
-    return f"report: {files.html} (Markdown: {files.markdown}; {files.seconds:.1f} s)"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     ipw = config.stash.get(SESSION_KEY, None)
     if ipw is None or ipw.results is None:
         return
-    from .metrics import coverage
-    from .report import domain_table, provenance_notes, summary_table
+    from pytest_ipw.analysis.metrics import coverage
+    from pytest_ipw.report.terminal import domain_table, provenance_notes, summary_table
 
     write = terminalreporter.write_line
     terminalreporter.section("intelligence per watt")
@@ -207,7 +176,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     notes = {t: info["fallback_reason"] for t, info in ipw.meter_info.items() if info.get("fallback_reason")}
     for line in provenance_notes(ipw.records, notes, workers=getattr(config.option, "numprocesses", None) or 0):
         write(line)
-    from .quality import quality_lines
+    from pytest_ipw.analysis.quality import quality_lines
 
     for line in quality_lines(ipw.records, ipw.options.max_tokens):
         write(line, red=line.startswith("OUTPUT TRUNCATED"))
@@ -219,12 +188,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         write(report_line, red=report_line.startswith("IPW REPORT FAILED"))
     for miss in ipw.misses:
         write(f"IPW THRESHOLD MISSED: {miss.line()}", red=True, bold=True)
+    for error in ipw.warning_errors:
+        write(f"IPW WARNING AS ERROR: {error}", red=True, bold=True)
     if ipw.history is not None:
         _write_history(terminalreporter, ipw.history)
 
 
 def _write_history(terminalreporter: Any, history: Any) -> None:
-    from .compare import changes_table
+    from pytest_ipw.history.compare import changes_table
 
     write = terminalreporter.write_line
     if history.baseline is not None and history.changes:
@@ -247,10 +218,9 @@ def _publish(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
     flat = {f"ipw_{key}": record[key] for key in ("correct", "unscorable", "joules", "watts", "provenance", "meter",
                                                    "latency_s", "tokens_out")}
     request.node.user_properties.extend(flat.items())
-    if hasattr(request.config, "workerinput"):
-        # an xdist worker: the whole record travels to the controller in the report
-        request.node.user_properties.append((RECORD_PROPERTY, json.dumps(record)))
-    else:
+    # the whole record, for JUnit XML readers; on an xdist worker it is also how it reaches the controller
+    request.node.user_properties.append((RECORD_PROPERTY, json.dumps(record)))
+    if not hasattr(request.config, "workerinput"):
         # recorded at once, so a test interrupted after its query still counts it
         _ipw(request.config).add_record(record)
     if "benchmark" in request.fixturenames:
@@ -321,57 +291,35 @@ def power_meter(ipw_target: Target, request: pytest.FixtureRequest) -> Iterator[
 
 @pytest.fixture
 def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any, power_meter: Any,
-              ipw_query: Any) -> Callable[..., dict[str, Any]]:
+              ipw_query: Any) -> Callable[..., Any]:
     """Run a query through the model under the meter, score it and record it; returns the record.
 
-    A wrong answer is recorded, not raised: accuracy and IPW are judged over the whole run.
+    A wrong answer is recorded, not raised: accuracy and IPW are judged over the whole run. With
+    ``--ipw-granularity=domain|model`` the item's query is a batch, and a list of records is returned.
+
+    Example::
+
+        def test_answer(ipw_bench):
+            record = ipw_bench()
+            assert record["provenance"] in ("measured", "estimated")
     """
-    from .records import make_record
-    from .scoring import score
-    from .session import QueryBatch
+    from pytest_ipw.run.batching import upcoming_queries
+    from pytest_ipw.run.bench import BenchStep
+    from pytest_ipw.run.session import QueryBatch
 
     session = _ipw(request.config)
-    benchmark = request.node.nodeid.split("[", 1)[0]
+    step = BenchStep(session, ipw_target, ipw_model, power_meter, benchmark=request.node.nodeid.split("[", 1)[0],
+                     upcoming=lambda: upcoming_queries(request.node, request.session.items))
 
     def measure(query: Any, rest: tuple[Any, ...] = ()) -> dict[str, Any]:
-        key = (benchmark, ipw_target.model.name, ipw_target.device.profile.name, query.id)
-        record = session.resumed.get(key)
-        if record is None:  # not finished by an interrupted run: run it now
-            window_times: dict[str, float | None] = {"window_start": None, "window_end": None}
-            try:
-                if session.options.batch_size > 1:  # vLLM: this query and the next ones in one call; it shares the energy
-                    from .batching import batcher_for, upcoming_queries
-
-                    upcoming = [*rest, *upcoming_queries(request.node, request.session.items)]
-                    generation, measurement = batcher_for(request.config, ipw_target.id, session.options.batch_size
-                                                          ).answer(query, upcoming, ipw_model, power_meter)
-                else:
-                    window_start = time.time()  # wall clock: comparable across xdist workers
-                    with power_meter.window() as window:
-                        generation = ipw_model.generate(query.prompt)
-                    measurement = window.measurement
-                    window_times = {"window_start": window_start, "window_end": time.time()}
-                # after the model's window: a judge's own window never adds to the model's energy
-                result = score(query, generation.text, judge=session.judge_scorer(power_meter))
-            except IPWUsageError as exc:  # e.g. the server went away: stop, keep what finished
-                _stop(f"{ipw_target.model.name}: {exc}")
-            record = make_record(
-                query=query,
-                model=ipw_target.model.name,
-                accelerator=ipw_target.device.profile.name,
-                benchmark=benchmark,
-                generation=generation,
-                measurement=measurement,
-                score=result,
-                energy_basis=session.options.energy,
-            )
-            record.update(window_times)
-            session.journal.append(record)
+        try:
+            record = step.record(query, rest)
+        except IPWUsageError as exc:  # e.g. the server went away: stop, keep what finished
+            _stop(f"{ipw_target.model.name}: {exc}")
         _publish(request, record)
         return record
 
     def run(query: Any = None) -> Any:
-        """One record for a query; a list of records for a batch (``--ipw-granularity=domain|model``)."""
         query = ipw_query if query is None else query
         if isinstance(query, QueryBatch):
             return [measure(q, query.queries[i + 1:]) for i, q in enumerate(query.queries)]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_ipw.accelerators import (
+from pytest_ipw.hardware.profiles import (
     KINDS,
     LocalDevice,
     detect_devices,
@@ -14,7 +14,7 @@ from pytest_ipw.accelerators import (
     match_profile,
     resolve_accelerators,
 )
-from pytest_ipw.errors import IPWUsageError
+from pytest_ipw.core.errors import IPWUsageError
 
 PROFILES = load_profiles()
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_ipw.analysis import (
+from pytest_ipw.analysis.study import (
     check_records,
     coverage_analysis,
     coverage_by_release,
@@ -18,8 +18,8 @@ from pytest_ipw.analysis import (
     routing_analysis,
     summaries_of,
 )
-from pytest_ipw.errors import IPWUsageError
-from pytest_ipw.model_info import load_model_info, parse_model_info
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.analysis.model_info import load_model_info, parse_model_info
 
 QUERIES = {"q1": ("d1", "chat"), "q2": ("d1", "reasoning"), "q3": ("d2", "chat"), "q4": ("d2", "reasoning")}
 

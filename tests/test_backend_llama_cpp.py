@@ -12,8 +12,8 @@ import pytest
 from pytest_ipw.backends import load_backend
 from pytest_ipw.backends.base import GenerationSettings
 from pytest_ipw.backends.llama_cpp import offload_settings
-from pytest_ipw.errors import IPWUsageError
-from pytest_ipw.models import parse_model_spec
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.backends.models import parse_model_spec
 
 
 def device(name: str, vendor: str, offload: bool, index: int | None = None):

@@ -24,8 +24,8 @@ from support import fixed_meter_conftest
 from pytest_ipw.backends import BACKENDS
 from pytest_ipw.backends import vllm as vllm_backend
 from pytest_ipw.backends.base import GenerationSettings
-from pytest_ipw.errors import IPWUsageError
-from pytest_ipw.models import parse_model_spec
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.backends.models import parse_model_spec
 
 
 # -- vLLM's shapes (vllm/outputs.py, vllm/v1/metrics/stats.py) ---------------------------------------------

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from pytest_ipw.accelerators import detect_devices, load_profiles
+from pytest_ipw.hardware.profiles import detect_devices, load_profiles
 from pytest_ipw.backends import load_backend
 from pytest_ipw.backends.base import GenerationSettings
-from pytest_ipw.models import parse_model_spec
+from pytest_ipw.backends.models import parse_model_spec
 
 #: .ci/run runs this file a second time with IPW_TEST_THREADS set: another thread count changes llama.cpp's
 #: reduction order much as another CPU does, so a test that depends on one machine's floating point fails

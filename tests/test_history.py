@@ -12,8 +12,8 @@ import pytest
 from support import fixed_meter_conftest
 
 from pytest_ipw.cli import main as cli_main
-from pytest_ipw.errors import IPWUsageError
-from pytest_ipw.storage import Storage, check_save_name, load_run, machine_id
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.history.storage import Storage, check_save_name, load_run, machine_id
 
 N_QUERIES = 30
 

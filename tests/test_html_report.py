@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from pytest_ipw.cli import main as cli_main
-from pytest_ipw.errors import IPWUsageError
-from pytest_ipw.html_report import write_report
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.report.html import write_report
 from pytest_ipw.options import RunOptions
 
 # The idle baseline measured before each model (2 s by default, where the option exists) only slows these runs.

@@ -13,10 +13,10 @@ import pytest
 from support import fixed_meter_conftest
 
 from pytest_ipw.backends.base import GenerationSettings
-from pytest_ipw.judge import JUDGE_PROMPT, PROMPT_SHA256, Judge, judge_prompt, parse_verdict
+from pytest_ipw.scoring.judge import JUDGE_PROMPT, PROMPT_SHA256, Judge, judge_prompt, parse_verdict
 from pytest_ipw.meters.base import MEASURED, Measurement
-from pytest_ipw.queries import Query
-from pytest_ipw.scoring import score
+from pytest_ipw.queries.schema import Query
+from pytest_ipw.scoring.scorers import score
 
 QUESTION = Query(id="open-1", prompt="Why is the sky blue?", answer="Rayleigh scattering of sunlight.",
                  domain="science", split="chat", scorer="judge")
@@ -115,7 +115,7 @@ def test_judge_prompt_shows_question_reference_and_answer_and_cuts_long_fields()
 
 
 def test_a_judged_query_without_a_judge_names_the_option():
-    from pytest_ipw.errors import IPWUsageError
+    from pytest_ipw.core.errors import IPWUsageError
 
     with pytest.raises(IPWUsageError, match="scored by a judge model; name one with --ipw-judge=SPEC"):
         score(QUESTION, RIGHT)

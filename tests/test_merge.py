@@ -9,10 +9,10 @@ import json
 import pytest
 
 from pytest_ipw.cli import main as cli_main
-from pytest_ipw.errors import IPWUsageError
-from pytest_ipw.merge import merge_documents
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.history.merge import merge_documents
 from pytest_ipw.options import RunOptions
-from pytest_ipw.storage import load_run
+from pytest_ipw.history.storage import load_run
 
 # The idle baseline measured before each model (2 s by default, where the option exists) only slows these runs.
 IDLE_OFF = ["--ipw-idle-seconds=0"] if "idle_seconds" in {f.name for f in dataclasses.fields(RunOptions)} else []

@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from pytest_ipw.accelerators import load_profiles
-from pytest_ipw.errors import IPWUsageError
+from pytest_ipw.hardware.profiles import load_profiles
+from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.meters import ioreport
 from pytest_ipw.meters.base import MEASURED, MeterFailure
 from pytest_ipw.meters.ioreport import IOReportMeter

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_ipw.accelerators import load_profiles
+from pytest_ipw.hardware.profiles import load_profiles
 from pytest_ipw.meters import powermetrics
 from pytest_ipw.meters.base import MEASURED, MeterFailure
 from pytest_ipw.meters.powermetrics import (

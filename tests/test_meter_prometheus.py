@@ -13,8 +13,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
-from pytest_ipw.accelerators import load_profiles
-from pytest_ipw.errors import IPWUsageError
+from pytest_ipw.hardware.profiles import load_profiles
+from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.meters import prometheus
 from pytest_ipw.meters.base import FLAG_COUNTER_RESET, FLAG_NO_UPDATE, MEASURED, MeterFailure
 from pytest_ipw.meters.prometheus import DCGM_ENERGY, PrometheusMeter, parse_exposition, select_series

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ipw.accelerators import load_profiles
-from pytest_ipw.errors import IPWUsageError
+from pytest_ipw.hardware.profiles import load_profiles
+from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.meters import rapl
 from pytest_ipw.meters.base import FLAG_MAY_HAVE_WRAPPED, MEASURED, MeterFailure
 from pytest_ipw.meters.rapl import RaplMeter, choose_zones, discover_zones

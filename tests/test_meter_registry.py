@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_ipw.accelerators import load_profiles
-from pytest_ipw.errors import IPWUsageError
+from pytest_ipw.hardware.profiles import load_profiles
+from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.meters.base import ESTIMATED, MEASURED, Measurement, Meter, MeterFailure, sample_interval_s
 from pytest_ipw.meters.combined import SumMeter, sum_measurements
 from pytest_ipw.meters.registry import MeterSpec, create_meter, parse_meter_spec, select_meter

@@ -10,8 +10,8 @@ from typing import Callable
 
 import pytest
 
-from pytest_ipw.accelerators import load_profiles
-from pytest_ipw.errors import IPWUsageError
+from pytest_ipw.hardware.profiles import load_profiles
+from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.meters import replay
 from pytest_ipw.meters.base import ESTIMATED, FLAG_BELOW_IDLE, FLAG_SHORT_WINDOW, MEASURED, MeterFailure
 from pytest_ipw.meters.registry import select_meter

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_ipw.accelerators import load_profiles
-from pytest_ipw.metrics import record_energy, summarize
-from pytest_ipw.report import provenance_notes, summary_table
+from pytest_ipw.hardware.profiles import load_profiles
+from pytest_ipw.analysis.metrics import record_energy, summarize
+from pytest_ipw.report.terminal import provenance_notes, summary_table
 
 
 def record(**overrides):

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_ipw.accelerators import load_profiles, nvidia_device_names
-from pytest_ipw.errors import IPWUsageError
+from pytest_ipw.hardware.profiles import load_profiles, nvidia_device_names
+from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.meters import estimate, nvml, registry
 from pytest_ipw.meters.base import (
     ESTIMATED,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_ipw.metrics import (
+from pytest_ipw.analysis.metrics import (
     combine_provenance,
     coverage,
     percentile,

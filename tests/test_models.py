@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from pytest_ipw import models
+from pytest_ipw.backends import models
 from pytest_ipw.backends import BACKENDS
-from pytest_ipw.errors import IPWUsageError
-from pytest_ipw.models import (
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.backends.models import (
     DEFAULT_MODEL,
     QUANT_VARIANTS,
     ModelSpec,

@@ -245,6 +245,6 @@ def test_plugin_unused_changes_nothing(pytester: pytest.Pytester):
 
 def test_plugin_import_stays_light():
     code = ("import sys, pytest_ipw.plugin; heavy = [m for m in ('llama_cpp', 'datasets', 'pynvml', 'psutil', "
-            "'tabulate', 'numpy', 'matplotlib', 'pytest_ipw.session') if m in sys.modules]; print(heavy)")
+            "'tabulate', 'numpy', 'matplotlib', 'pytest_ipw.run.session') if m in sys.modules]; print(heavy)")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"

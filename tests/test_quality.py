@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pytest_ipw.quality import judge_cost, quality_lines, quality_summary
-from pytest_ipw.queries import Query
-from pytest_ipw.scoring import extract_choice_strict, extract_number_strict, score
+from pytest_ipw.analysis.quality import judge_cost, quality_lines, quality_summary
+from pytest_ipw.queries.schema import Query
+from pytest_ipw.scoring.scorers import extract_choice_strict, extract_number_strict, score
 
 TEN = tuple(f"option {i}" for i in range(10))
 MC = Query(id="mc", prompt="Pick one.", answer="J", domain="d", split="reasoning", scorer="choice", choices=TEN)

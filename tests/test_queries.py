@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_ipw.errors import IPWUsageError
-from pytest_ipw.queries import (
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.queries.schema import (
     DEFAULT_QUERY_SET,
     SCORERS,
     SPLITS,
@@ -20,7 +20,7 @@ from pytest_ipw.queries import (
     select_queries,
 )
 
-SHIPPED = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "queries.jsonl"
+SHIPPED = DEFAULT_QUERY_SET  # the one copy, inside the package
 
 
 def row(i, **overrides):

@@ -16,11 +16,11 @@ from support import fixed_meter_conftest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_ipw.errors import IPWUsageError
-from pytest_ipw.journal import Journal, read_journal
-from pytest_ipw.queries import load_queries
-from pytest_ipw.session import shard_of
-from pytest_ipw.storage import load_run
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.run.journal import Journal, read_journal
+from pytest_ipw.queries.schema import load_queries
+from pytest_ipw.run.session import shard_of
+from pytest_ipw.history.storage import load_run
 
 N = 24
 BENCHMARK = "def test_answer(ipw_bench):\n    ipw_bench()\n"
@@ -229,8 +229,8 @@ def test_journal_ignores_a_torn_last_line(tmp_path):
 
 
 def test_xdist_workers_are_pinned_one_gpu_each():
-    from pytest_ipw.accelerators import LocalDevice, load_profiles
-    from pytest_ipw.session import pin_to_worker
+    from pytest_ipw.hardware.profiles import LocalDevice, load_profiles
+    from pytest_ipw.run.session import pin_to_worker
 
     profiles = load_profiles()
     gpus = [LocalDevice(profiles["h100"], "NVIDIA H100 80GB HBM3", i) for i in range(4)]

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_ipw.queries import Query, query_from_row
-from pytest_ipw.scoring import Score, extract_choice, extract_number, normalize_text, score
+from pytest_ipw.queries.schema import DEFAULT_QUERY_SET, Query, query_from_row
+from pytest_ipw.scoring.scorers import Score, extract_choice, extract_number, normalize_text, score
 
-DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "queries.jsonl"
+DATA = DEFAULT_QUERY_SET
 OPTIONS = ("Oxygen", "Nitrogen", "Carbon dioxide", "Helium")
 
 
@@ -258,7 +258,7 @@ def _shipped_queries() -> list[Query]:
         return [query_from_row(json.loads(line)) for line in handle if line.strip()]
 
 
-@pytest.mark.skipif(not DATA.is_file(), reason="benchmarks/data/queries.jsonl not generated")
+@pytest.mark.skipif(not DATA.is_file(), reason="the shipped query set is missing")
 def test_shipped_reference_answers_score_correct_in_chat_form() -> None:
     failures = []
     for query in _shipped_queries():
@@ -275,7 +275,7 @@ def test_shipped_reference_answers_score_correct_in_chat_form() -> None:
     assert not failures
 
 
-@pytest.mark.skipif(not DATA.is_file(), reason="benchmarks/data/queries.jsonl not generated")
+@pytest.mark.skipif(not DATA.is_file(), reason="the shipped query set is missing")
 def test_shipped_choice_option_text_maps_to_the_answer() -> None:
     for query in _shipped_queries():
         if query.scorer == "choice":
@@ -316,7 +316,7 @@ def _regex_cases(query: Query) -> tuple[list[str], list[str]]:
     return good, bad
 
 
-@pytest.mark.skipif(not DATA.is_file(), reason="benchmarks/data/queries.jsonl not generated")
+@pytest.mark.skipif(not DATA.is_file(), reason="the shipped query set is missing")
 def test_shipped_regex_answers_accept_canonical_replies_only() -> None:
     wrong = []
     for query in _shipped_queries():

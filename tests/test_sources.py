@@ -15,9 +15,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from pytest_ipw.errors import IPWUsageError
-from pytest_ipw.queries import select_queries
-from pytest_ipw.sources import BUILTIN_MAPPINGS, builtin_for, load_query_set, parse_columns
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.queries.schema import select_queries
+from pytest_ipw.queries.sources import BUILTIN_MAPPINGS, builtin_for, load_query_set, parse_columns
 
 
 @pytest.fixture(autouse=True)

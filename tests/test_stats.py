@@ -9,8 +9,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_ipw.compare import Gate, compare_records, failed_gates
-from pytest_ipw.stats import mcnemar_exact_p, mean_statistic, paired_bootstrap, ratio_statistic, relative_change
+from pytest_ipw.history.compare import Gate, compare_records, failed_gates
+from pytest_ipw.analysis.stats import mcnemar_exact_p, mean_statistic, paired_bootstrap, ratio_statistic, relative_change
 
 ALL_GATES = [Gate.parse(text) for text in ("ipw:0.1%", "ipj:0.1%", "accuracy:0.1pt", "joules:0.1%", "watts:0.1%",
                                            "latency_p50:0.1%", "latency_p95:0.1%", "tokens_per_s:0.1%")]

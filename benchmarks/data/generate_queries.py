@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the shipped query set ``benchmarks/data/queries.jsonl`` (deterministic, stdlib only).
+"""Generate the shipped query set ``pytest_ipw/data/queries.jsonl`` (deterministic, stdlib only).
 
 Six domains of about 60 queries each, every one with a verifiable reference answer:
 
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_SEED = 2025
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "queries.jsonl"
+# The package holds the one copy; the benchmark reads it through the package (pytest_ipw.queries).
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "pytest_ipw" / "data" / "queries.jsonl"
 
 NUMBER_ONLY = "Answer with just the number."
 YES_NO = "Answer yes or no."

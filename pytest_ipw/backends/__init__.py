@@ -1,6 +1,7 @@
 """Backends: one module per runtime behind :class:`~pytest_ipw.backends.base.Backend`.
 
-Runtimes are imported only when a model of theirs is loaded (llama_cpp, vllm... are heavy).
+Runtimes are imported only when a model of theirs is loaded (llama_cpp, vllm... are heavy). ``models``
+parses model specs (short names, the embedded SmolLM2, re-quantised variants). May import hardware and core.
 """
 
 from __future__ import annotations

@@ -6,21 +6,23 @@ import abc
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pytest_ipw.core import defaults
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
     """Sampling settings; recorded in every result file. Deterministic by default."""
 
-    temperature: float = 0.0
-    seed: int = 0
-    max_tokens: int = 64
-    context_size: int = 2048
-    threads: int | None = None  # None: the backend's default (llama.cpp: physical cores)
+    temperature: float = defaults.TEMPERATURE
+    seed: int = defaults.SEED
+    max_tokens: int = defaults.MAX_TOKENS
+    context_size: int = defaults.CONTEXT_SIZE
+    threads: int | None = None  # None: the backend's default (llama.cpp: half the cores)
     keep_prefix_cache: bool = True  # False resets model state before each query (about a third slower)
-    batch_size: int = 1  # queries per engine call; 1 like the study (only batching backends accept more)
-    request_timeout_s: float = 120.0  # HTTP backends: per request, connect and each read
-    retries: int = 2  # HTTP backends: extra tries after a connection failure or HTTP 429/5xx
-    api_key_env: str = "OPENAI_API_KEY"  # the variable's *name* is recorded, never its value
+    batch_size: int = defaults.BATCH_SIZE
+    request_timeout_s: float = defaults.REQUEST_TIMEOUT_S
+    retries: int = defaults.RETRIES
+    api_key_env: str = defaults.API_KEY_ENV
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import IPWUsageError
-from ..models import ModelSpec, check_gguf, embedded_gguf_path, resolve_model_file
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.backends.models import ModelSpec, check_gguf, embedded_gguf_path, resolve_model_file
 from .base import Backend, Generation, GenerationSettings
 
 

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from ..errors import IPWUsageError
-from ..models import ModelSpec
+from pytest_ipw.core import defaults
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.backends.models import ModelSpec
 from .base import Backend, Generation, GenerationSettings
 
 SCHEMES = ("openai+http", "openai+https")
@@ -84,7 +85,7 @@ class OpenAIHTTPClient:
     """A minimal OpenAI-compatible client: JSON GETs and streamed chat completions over one connection."""
 
     def __init__(self, endpoint: Endpoint, api_key: str | None, timeout_s: float, retries: int,
-                 key_env: str = "OPENAI_API_KEY"):
+                 key_env: str = defaults.API_KEY_ENV):
         self.endpoint = endpoint
         self._api_key = api_key
         self.key_env = key_env  # named in messages; the key itself never is

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import IPWUsageError
-from ..results import jsonl_objects
-from ..models import ModelSpec
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.core.files import jsonl_objects
+from pytest_ipw.backends.models import ModelSpec
 from .base import Backend, Generation, GenerationSettings
 
 

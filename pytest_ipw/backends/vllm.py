@@ -22,8 +22,8 @@ import os
 import time
 from typing import Any
 
-from ..errors import IPWUsageError
-from ..models import ModelSpec
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.backends.models import ModelSpec
 from .base import Backend, Generation, GenerationSettings
 
 BATCHES = True

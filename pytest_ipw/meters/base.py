@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import IPWUsageError
+from pytest_ipw.core import defaults
+from pytest_ipw.core.errors import IPWUsageError
 
 MEASURED = "measured"
 ESTIMATED = "estimated"
@@ -36,7 +37,7 @@ FLAG_COUNTER_RESET = "counter-reset"
 #: flag set when a window is long enough for a wrapping counter to have wrapped more than once
 FLAG_MAY_HAVE_WRAPPED = "counter-may-have-wrapped-twice"
 
-DEFAULT_SAMPLE_HZ = 20.0
+DEFAULT_SAMPLE_HZ = defaults.SAMPLE_HZ
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class Measurement:
         if self.extra:
             data["extra"] = dict(self.extra)
         return data
+
+
+class MeterUnavailable(Exception):
+    """The sensor is not usable on this machine; the message says why and what would fix it."""
 
 
 class MeterFailure(IPWUsageError):

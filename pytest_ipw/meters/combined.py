@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from ..errors import IPWUsageError
+from pytest_ipw.core.errors import IPWUsageError
 from .base import ESTIMATED, MEASURED, Measurement, Meter
 
 

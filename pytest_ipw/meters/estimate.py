@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..accelerators import AcceleratorProfile
-from ..errors import IPWUsageError
+from pytest_ipw.hardware.profiles import AcceleratorProfile
+from pytest_ipw.core.errors import IPWUsageError
 from .base import ESTIMATED, Measurement, Meter
 
 CpuTimes = Callable[[], tuple[float, float]]  # -> (busy seconds, total seconds), summed over all CPUs

@@ -18,9 +18,9 @@ import sys
 import time
 from typing import Any
 
-from ..accelerators import AcceleratorProfile
+from pytest_ipw.hardware.profiles import AcceleratorProfile
 from .base import MEASURED, Measurement, Meter, MeterFailure
-from .registry import MeterUnavailable
+from .base import MeterUnavailable
 
 MODEL_NOTE = "Apple's IOReport energy model, documented as model-based estimates"
 #: (AppleEnergyMetrics field, part label, energy domain), in the order parts are reported

@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ..accelerators import AcceleratorProfile
+from pytest_ipw.hardware.profiles import AcceleratorProfile
 from .base import DEFAULT_SAMPLE_HZ, MEASURED, Measurement, Meter, MeterFailure, sample_interval_s
-from .registry import MeterUnavailable
+from .base import MeterUnavailable
 
 SAMPLERS = "cpu_power,gpu_power,thermal"
 #: powermetrics itself costs CPU; sampling faster than this buys nothing

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urldefrag
 
-from ..accelerators import AcceleratorProfile
+from pytest_ipw.hardware.profiles import AcceleratorProfile
 from .base import (
     DEFAULT_SAMPLE_HZ,
     FLAG_COUNTER_RESET,
@@ -37,7 +37,7 @@ from .base import (
     PowerSampler,
     sample_interval_s,
 )
-from .registry import MeterUnavailable
+from .base import MeterUnavailable
 
 DCGM_ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"  # mJ counter
 DCGM_POWER = "DCGM_FI_DEV_POWER_USAGE"  # W gauge

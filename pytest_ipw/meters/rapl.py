@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..accelerators import AcceleratorProfile
+from pytest_ipw.hardware.profiles import AcceleratorProfile
 from .base import (
     FLAG_MAY_HAVE_WRAPPED,
     MEASURED,
@@ -33,7 +33,7 @@ from .base import (
     MeterFailure,
     counter_delta,
 )
-from .registry import MeterUnavailable
+from .base import MeterUnavailable
 
 DEFAULT_ROOTS = (Path("/sys/class/powercap"), Path("/sys/devices/virtual/powercap"))
 #: the RAPL counters update about every millisecond (2^-10 s on Intel)

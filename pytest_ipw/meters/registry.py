@@ -12,8 +12,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..accelerators import AcceleratorProfile
-from ..errors import IPWUsageError
+from pytest_ipw.hardware.profiles import AcceleratorProfile
+from pytest_ipw.core.errors import IPWUsageError
+
+from .base import MeterUnavailable  # noqa: F401  (raised by every sensor module; re-exported here)
 
 METER_MODULES: dict[str, str] = {
     "nvml": "pytest_ipw.meters.nvml",
@@ -102,10 +104,6 @@ def parse_meter_spec(text: str) -> list[MeterSpec]:
     if duplicates:
         raise IPWUsageError(f"--ipw-meter={text} names {', '.join(duplicates)} twice; its energy would be counted twice")
     return specs
-
-
-class MeterUnavailable(Exception):
-    """The sensor is not usable on this machine; the message says why and what would fix it."""
 
 
 @dataclass

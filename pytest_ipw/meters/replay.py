@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..accelerators import AcceleratorProfile
-from ..errors import IPWUsageError
+from pytest_ipw.hardware.profiles import AcceleratorProfile
+from pytest_ipw.core.errors import IPWUsageError
 from .base import DOMAINS, ESTIMATED, PROVENANCES, Measurement, Meter, MeterFailure
 from .trace import integrate_between, interpolate
 
@@ -102,7 +102,7 @@ def _rows_csv(text: str, path: Path) -> tuple[dict[str, str], list[tuple[int, di
 
 
 def _rows_jsonl(text: str, path: Path) -> tuple[dict[str, str], list[tuple[int, dict[str, Any]]]]:
-    from ..results import jsonl_objects
+    from pytest_ipw.core.files import jsonl_objects
 
     meta: dict[str, str] = {}
     rows = []

@@ -1,0 +1,595 @@
+"""The study's analyses as pure functions over per-query records (README "Analyses").
+
+- :func:`coverage_analysis`: share of queries that at least one member of a set of models (or model ×
+  accelerator systems) answers correctly, overall, per domain and per split, with each member's marginal
+  contribution and a cumulative curve;
+- :func:`local_vs_reference`: local models against a reference (frontier) model, per query;
+- :func:`routing_analysis`: an oracle router and routers of a given accuracy against always using the
+  largest model: energy, latency, accuracy;
+- :func:`release_trends` and :func:`coverage_by_release`: IPW and coverage by model release date;
+- :func:`pareto_frontier`: accuracy against joules per query across model × accelerator.
+
+Nothing here reads files, draws or prints; every function takes records (the dicts of ``--ipw-json``) and
+returns frozen dataclasses. A *system* is ``model@accelerator``. Energy figures keep their provenance
+(``measured``, ``estimated`` or ``mixed``) so that a report can never show an estimate as a measurement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Collection, Iterable, Literal, Mapping, Sequence
+
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.analysis.metrics import Summary, combine_provenance, group_by, safe_ratio, summarize
+from pytest_ipw.analysis.model_info import REFERENCE, ModelInfo
+
+Record = Mapping[str, Any]
+Unit = Literal["system", "model"]
+DEFAULT_ROUTER_ACCURACIES = (0.9, 0.8, 0.7)
+
+
+#: fields the analyses read from every record (README "Results file")
+ANALYSIS_FIELDS = ("query_id", "domain", "model", "accelerator", "correct", "unscorable", "joules", "watts",
+                   "latency_s", "tokens_out", "provenance", "meter")
+
+
+def check_records(records: Sequence[Any], source: str) -> None:
+    """One clear error for records the analyses cannot read (a foreign or damaged file)."""
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise IPWUsageError(f"{source}: record {index} is not an object; the file is not pytest-ipw results")
+        missing = [key for key in ANALYSIS_FIELDS if key not in record]
+        if missing:
+            raise IPWUsageError(f"{source}: record {index} lacks {', '.join(missing)}; "
+                                "it was not written by pytest-ipw's --ipw-json, or is damaged")
+
+
+def system_of(record: Record) -> str:
+    """``model@accelerator``: the name of one model on one accelerator."""
+    return f"{record['model']}@{record['accelerator']}"
+
+
+def member_of(record: Record, unit: Unit) -> str:
+    if unit == "system":
+        return system_of(record)
+    if unit == "model":
+        return str(record["model"])
+    raise ValueError(f"unit must be 'system' or 'model', got {unit!r}")
+
+
+def energy_of(record: Record, basis: str = "total") -> float:
+    """Joules of a record: ``total`` (the window's energy) or ``active`` (above the idle baseline, when known)."""
+    if basis == "active" and record.get("joules_active") is not None:
+        return float(record["joules_active"])
+    return float(record["joules"])
+
+
+# -- coverage --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    """``covered`` of ``queries`` queries."""
+
+    covered: int
+    queries: int
+
+    @property
+    def share(self) -> float:
+        return self.covered / self.queries if self.queries else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"covered": self.covered, "queries": self.queries, "coverage": self.share}
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Who answered which query correctly: the table every coverage figure is computed from."""
+
+    queries: dict[str, tuple[str, str]]  # query id -> (domain, split), first-seen order
+    solved: dict[str, frozenset[str]]  # member -> query ids it answered correctly
+    attempted: dict[str, frozenset[str]]  # member -> query ids it has a record for
+
+
+def outcomes(records: Iterable[Record], unit: Unit = "system") -> Outcomes:
+    """Per member, the queries it attempted and answered correctly (a model counts on any accelerator)."""
+    queries: dict[str, tuple[str, str]] = {}
+    solved: dict[str, set[str]] = {}
+    attempted: dict[str, set[str]] = {}
+    for record in records:
+        query_id = str(record["query_id"])
+        queries.setdefault(query_id, (str(record.get("domain", "?")), str(record.get("split") or "?")))
+        member = member_of(record, unit)
+        attempted.setdefault(member, set()).add(query_id)
+        solved.setdefault(member, set())
+        if record["correct"]:
+            solved[member].add(query_id)
+    return Outcomes(queries, {m: frozenset(s) for m, s in solved.items()},
+                    {m: frozenset(s) for m, s in attempted.items()})
+
+
+@dataclass(frozen=True)
+class CoverageAnalysis:
+    """Coverage of ``members`` over every query in the records (the same denominator for any subset)."""
+
+    unit: str
+    members: tuple[str, ...]
+    overall: Cell
+    by_domain: dict[str, Cell]
+    by_split: dict[str, Cell]
+    accuracy: dict[str, Cell]  # member -> its own correct answers of the queries it attempted
+    accuracy_by_domain: dict[tuple[str, str], Cell]  # (member, domain) -> correct of attempted in that domain
+    marginal: dict[str, int]  # member -> queries that only it answers (what the set loses without it)
+    cumulative: tuple[tuple[str, Cell], ...]  # members added one by one (greedy, or a given order)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "members": list(self.members),
+            **self.overall.to_dict(),
+            "by_domain": {d: c.to_dict() for d, c in sorted(self.by_domain.items())},
+            "by_split": {s: c.to_dict() for s, c in sorted(self.by_split.items())},
+            "accuracy": {m: c.to_dict() for m, c in self.accuracy.items()},
+            "marginal": dict(self.marginal),
+            "cumulative": [{"member": m, **c.to_dict()} for m, c in self.cumulative],
+        }
+
+
+def _check_members(requested: Iterable[str], known: Collection[str], what: str) -> list[str]:
+    chosen = list(dict.fromkeys(requested))
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        raise IPWUsageError(f"{what} {', '.join(map(repr, unknown))} not in these records; "
+                            f"they have: {', '.join(sorted(known)) or 'nothing'}")
+    return chosen
+
+
+def _cells(query_ids: Iterable[str], covered: Collection[str], key: Mapping[str, str]) -> dict[str, Cell]:
+    hits: dict[str, list[int]] = {}
+    for query_id in query_ids:
+        cell = hits.setdefault(key[query_id], [0, 0])
+        cell[0] += query_id in covered
+        cell[1] += 1
+    return {name: Cell(hit, total) for name, (hit, total) in hits.items()}
+
+
+def coverage_analysis(records: Iterable[Record], members: Iterable[str] | None = None, unit: Unit = "system",
+                      order: Sequence[str] | None = None) -> CoverageAnalysis:
+    """Coverage of a set of models (``unit="model"``) or model × accelerator systems (``"system"``).
+
+    The denominator is every query present in ``records``, whichever members attempted it, so the
+    coverage of a subset is directly comparable with (and never above) that of a superset. ``order``
+    fixes the cumulative curve (e.g. by release date); otherwise each step adds the member that covers
+    the most new queries (ties by name).
+    """
+    table = outcomes(records, unit)
+    chosen = _check_members(members, table.solved, "member(s)") if members is not None else list(table.solved)
+    covered: set[str] = set().union(*(table.solved[m] for m in chosen)) if chosen else set()
+    query_ids = list(table.queries)
+    domain_of = {q: d for q, (d, _) in table.queries.items()}
+    split_of = {q: s for q, (_, s) in table.queries.items()}
+    solvers: dict[str, int] = {}
+    for member in chosen:
+        for query_id in table.solved[member]:
+            solvers[query_id] = solvers.get(query_id, 0) + 1
+    marginal = {m: sum(1 for q in table.solved[m] if solvers[q] == 1) for m in chosen}
+    accuracy_by_domain: dict[tuple[str, str], Cell] = {}
+    for member in chosen:
+        for domain, cell in _cells(table.attempted[member], table.solved[member], domain_of).items():
+            accuracy_by_domain[(member, domain)] = cell
+    return CoverageAnalysis(
+        unit=unit,
+        members=tuple(chosen),
+        overall=Cell(len(covered), len(query_ids)),
+        by_domain=_cells(query_ids, covered, domain_of),
+        by_split=_cells(query_ids, covered, split_of),
+        accuracy={m: Cell(len(table.solved[m]), len(table.attempted[m])) for m in chosen},
+        accuracy_by_domain=accuracy_by_domain,
+        marginal=marginal,
+        cumulative=_cumulative(table, chosen, order, len(query_ids)),
+    )
+
+
+def _cumulative(table: Outcomes, chosen: list[str], order: Sequence[str] | None, total: int) -> tuple[tuple[str, Cell], ...]:
+    steps: list[tuple[str, Cell]] = []
+    covered: set[str] = set()
+    if order is not None:
+        sequence = [m for m in _check_members(order, table.solved, "order member(s)") if m in chosen]
+    else:
+        sequence, left = [], set(chosen)
+        while left:
+            best = min(left, key=lambda m: (-len(table.solved[m] - covered), m))
+            sequence.append(best)
+            covered |= table.solved[best]
+            left.remove(best)
+        covered = set()
+    for member in sequence:
+        covered |= table.solved[member]
+        steps.append((member, Cell(len(covered), total)))
+    return tuple(steps)
+
+
+@dataclass(frozen=True)
+class Versus:
+    """Per-query tally of a local set against a reference: both right, only one, neither."""
+
+    queries: int
+    both: int
+    local_only: int
+    reference_only: int
+    neither: int
+
+    @property
+    def local_correct(self) -> int:
+        return self.both + self.local_only
+
+    @property
+    def reference_correct(self) -> int:
+        return self.both + self.reference_only
+
+    @property
+    def local_coverage(self) -> float:
+        return self.local_correct / self.queries if self.queries else 0.0
+
+    @property
+    def reference_accuracy(self) -> float:
+        return self.reference_correct / self.queries if self.queries else 0.0
+
+    @property
+    def win_or_tie_rate(self) -> float:
+        """Share of queries where the local set does at least as well as the reference (it is right, or
+        the reference is wrong too): the study's local-vs-frontier win rate with ties counted."""
+        return (self.queries - self.reference_only) / self.queries if self.queries else 0.0
+
+    @property
+    def win_rate(self) -> float:
+        """Share of queries the local set answers and the reference does not."""
+        return self.local_only / self.queries if self.queries else 0.0
+
+    @property
+    def share_of_reference(self) -> float | None:
+        """Of the queries the reference answers, the share the local set answers too."""
+        return safe_ratio(self.both, self.reference_correct)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"queries": self.queries, "both": self.both, "local_only": self.local_only,
+                "reference_only": self.reference_only, "neither": self.neither,
+                "local_coverage": self.local_coverage, "reference_accuracy": self.reference_accuracy,
+                "win_or_tie_rate": self.win_or_tie_rate, "win_rate": self.win_rate,
+                "share_of_reference": self.share_of_reference}
+
+
+@dataclass(frozen=True)
+class LocalVsReference:
+    local: tuple[str, ...]
+    reference: tuple[str, ...]
+    overall: Versus
+    by_domain: dict[str, Versus]
+    by_split: dict[str, Versus]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"local": list(self.local), "reference": list(self.reference), **self.overall.to_dict(),
+                "by_domain": {d: v.to_dict() for d, v in sorted(self.by_domain.items())},
+                "by_split": {s: v.to_dict() for s, v in sorted(self.by_split.items())}}
+
+
+def local_vs_reference(records: Iterable[Record], reference: Collection[str],
+                       local: Collection[str] | None = None) -> LocalVsReference:
+    """Local models (any accelerator) against reference model(s), over the queries the reference attempted.
+
+    ``local`` defaults to every model that is not a reference. A query counts for a side when any of its
+    models answered it correctly.
+    """
+    table = outcomes(records, "model")
+    references = _check_members(sorted(reference), table.solved, "reference model(s)")
+    if not references:
+        raise IPWUsageError("local vs reference needs at least one reference model")
+    locals_ = (_check_members(sorted(local), table.solved, "local model(s)") if local is not None
+               else sorted(m for m in table.solved if m not in references))
+    if set(locals_) & set(references):
+        raise IPWUsageError(f"model(s) {', '.join(sorted(set(locals_) & set(references)))} cannot be both local and reference")
+    if not locals_:
+        raise IPWUsageError("local vs reference needs at least one local model besides the reference")
+    attempted = set().union(*(table.attempted[m] for m in references))
+    local_right = set().union(*(table.solved[m] for m in locals_))
+    reference_right = set().union(*(table.solved[m] for m in references))
+
+    def tally(query_ids: Iterable[str]) -> Versus:
+        counts = [0, 0, 0, 0]
+        n = 0
+        for q in query_ids:
+            n += 1
+            counts[(q not in local_right) * 2 + (q not in reference_right)] += 1
+        return Versus(n, both=counts[0], local_only=counts[1], reference_only=counts[2], neither=counts[3])
+
+    ordered = [q for q in table.queries if q in attempted]
+    by_domain: dict[str, list[str]] = {}
+    by_split: dict[str, list[str]] = {}
+    for q in ordered:
+        domain, split = table.queries[q]
+        by_domain.setdefault(domain, []).append(q)
+        by_split.setdefault(split, []).append(q)
+    return LocalVsReference(tuple(locals_), tuple(references), tally(ordered),
+                            {d: tally(qs) for d, qs in by_domain.items()}, {s: tally(qs) for s, qs in by_split.items()})
+
+
+def reference_models(infos: Mapping[str, ModelInfo], records: Iterable[Record]) -> list[str]:
+    """The models of ``records`` that the model info marks as ``reference``."""
+    present = {str(r["model"]) for r in records}
+    return sorted(name for name, info in infos.items() if info.role == REFERENCE and name in present)
+
+
+# -- routing ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RoutingResult:
+    """One routing strategy over the routable queries."""
+
+    strategy: str
+    queries: int
+    correct: int
+    joules: float
+    latency_s: float
+    assignments: dict[str, int]  # system -> queries sent there
+    provenance: str  # of the energy figures it adds up
+    choices: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (query id, system)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.queries if self.queries else 0.0
+
+    @property
+    def mean_joules(self) -> float:
+        return self.joules / self.queries if self.queries else 0.0
+
+    @property
+    def mean_latency_s(self) -> float:
+        return self.latency_s / self.queries if self.queries else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "queries": self.queries, "correct": self.correct,
+                "accuracy": self.accuracy, "joules": self.joules, "mean_joules": self.mean_joules,
+                "latency_s": self.latency_s, "mean_latency_s": self.mean_latency_s,
+                "assignments": dict(self.assignments), "provenance": self.provenance}
+
+
+@dataclass(frozen=True)
+class RoutingAnalysis:
+    baseline: str  # the system "always the largest model" sends everything to
+    baseline_reason: str
+    fallback: str  # where a query goes that no candidate answers correctly
+    candidates: tuple[str, ...]
+    energy_basis: str
+    results: tuple[RoutingResult, ...]  # baseline first, then the oracle, then routers
+    skipped_queries: int  # queries without a record of the baseline or the fallback
+
+    @property
+    def baseline_result(self) -> RoutingResult:
+        return self.results[0]
+
+    def energy_saving(self, result: RoutingResult) -> float | None:
+        """Fraction of the baseline's energy saved (0.8 = 80% less)."""
+        base = self.baseline_result.joules
+        return None if base <= 0 else 1 - result.joules / base
+
+    def latency_saving(self, result: RoutingResult) -> float | None:
+        base = self.baseline_result.latency_s
+        return None if base <= 0 else 1 - result.latency_s / base
+
+    def accuracy_change(self, result: RoutingResult) -> float:
+        return result.accuracy - self.baseline_result.accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "baseline_reason": self.baseline_reason, "fallback": self.fallback,
+                "candidates": list(self.candidates), "energy_basis": self.energy_basis,
+                "skipped_queries": self.skipped_queries,
+                "results": [{**r.to_dict(), "energy_saving": self.energy_saving(r),
+                             "latency_saving": self.latency_saving(r), "accuracy_change": self.accuracy_change(r)}
+                            for r in self.results]}
+
+
+def choose_baseline(records: Sequence[Record], systems: Collection[str],
+                    parameters: Mapping[str, float] | None = None, basis: str = "total") -> tuple[str, str]:
+    """The "always the largest model" system, and why it was chosen.
+
+    The model with the most parameters (from model info); on several accelerators, the one that spends
+    the least energy per query (so savings are not inflated). Without parameter counts: the system that
+    spends the most energy per query, as a stand-in for the largest model, and the reason says so.
+    """
+    if not systems:
+        raise IPWUsageError("routing needs at least one model × accelerator")
+    per_system: dict[str, list[float]] = {}
+    model_of: dict[str, str] = {}
+    for record in records:
+        name = system_of(record)
+        if name in systems:
+            per_system.setdefault(name, []).append(energy_of(record, basis))
+            model_of[name] = str(record["model"])
+    mean = {s: math.fsum(v) / len(v) for s, v in per_system.items()}
+    sized = {s: parameters[model_of[s]] for s in mean if parameters and parameters.get(model_of[s])}
+    if sized:
+        largest = max(sized.values())
+        pick = min((s for s, p in sized.items() if p == largest), key=lambda s: (mean[s], s))
+        return pick, f"the largest model by parameter count ({largest / 1e9:.3g}B)"
+    pick = max(mean, key=lambda s: (mean[s], s))
+    return pick, "the most energy per query (no parameter counts given: pass model info to choose by size)"
+
+
+def routing_analysis(records: Sequence[Record], *, baseline: str | None = None, fallback: str | None = None,
+                     candidates: Collection[str] | None = None, parameters: Mapping[str, float] | None = None,
+                     reference: Collection[str] = (), router_accuracies: Sequence[float] = DEFAULT_ROUTER_ACCURACIES,
+                     seed: int = 0, on_mistake: Literal["random", "baseline"] = "random",
+                     basis: str = "total") -> RoutingAnalysis:
+    """Oracle routing and simulated routers against always using the largest model.
+
+    - **oracle**: each query goes to the candidate system that answered it correctly with the least energy
+      (ties: less latency, then name); a query no candidate answers goes to ``fallback``.
+    - **router p** (``router_accuracies``): with probability p it decides like the oracle; otherwise it
+      errs, sending the query to a random other candidate that has it (``on_mistake="random"``) or to the
+      baseline (``"baseline"``). Seeded: the same seed gives the same routes.
+    - **baseline**: every query to ``baseline`` (default :func:`choose_baseline`).
+
+    ``candidates`` defaults to every system whose model is not in ``reference``; ``fallback`` to the
+    reference system (the one with the least energy per query) when there is one, else the baseline.
+    Only queries the baseline and the fallback both answered are routed; the rest are counted in
+    ``skipped_queries``.
+    """
+    records = list(records)
+    by_query: dict[str, dict[str, Record]] = {}
+    for record in records:
+        by_query.setdefault(str(record["query_id"]), {})[system_of(record)] = record
+    systems = {system_of(r) for r in records}
+    reference = set(reference)
+    reference_systems = sorted({system_of(r) for r in records if r["model"] in reference})
+    if candidates is None:
+        chosen = sorted({system_of(r) for r in records if r["model"] not in reference})
+    else:
+        chosen = _check_members(candidates, systems, "routing candidate(s)")
+    if not chosen:
+        raise IPWUsageError("routing needs at least one local (non-reference) model × accelerator to route to")
+    if baseline is None:
+        baseline, reason = choose_baseline(records, chosen, parameters, basis)
+    else:
+        _check_members([baseline], systems, "baseline")
+        reason = "chosen by the user"
+    if fallback is None:
+        if reference_systems:
+            means = {s: _mean_energy(records, s, basis) for s in reference_systems}
+            fallback = min(reference_systems, key=lambda s: (means[s], s))
+        else:
+            fallback = baseline
+    else:
+        _check_members([fallback], systems, "fallback")
+    for p in router_accuracies:
+        if not 0 <= p <= 1:
+            raise IPWUsageError(f"router accuracy must lie in 0..1, got {p}")
+    routable = sorted(q for q, answers in by_query.items() if baseline in answers and fallback in answers)
+    if not routable:
+        raise IPWUsageError(f"no query has records of both the baseline {baseline} and the fallback {fallback}; "
+                            "routing needs them on the same queries")
+
+    def oracle_choice(q: str) -> str:
+        answers = by_query[q]
+        right = [s for s in chosen if s in answers and answers[s]["correct"]]
+        if not right:
+            return fallback  # type: ignore[return-value]
+        return min(right, key=lambda s: (energy_of(answers[s], basis), float(answers[s].get("latency_s") or 0), s))
+
+    oracle = {q: oracle_choice(q) for q in routable}
+    results = [_tally(f"always {baseline}", {q: baseline for q in routable}, by_query, basis),  # type: ignore[misc]
+               _tally("oracle", oracle, by_query, basis)]
+    for p in router_accuracies:
+        rng = random.Random(f"{seed}:{p}")
+        routes = {}
+        for q in routable:
+            if rng.random() < p:
+                routes[q] = oracle[q]
+                continue
+            others = [s for s in chosen if s in by_query[q] and s != oracle[q]]
+            routes[q] = baseline if on_mistake == "baseline" or not others else rng.choice(others)
+        results.append(_tally(f"router {p:.0%} accurate", routes, by_query, basis))
+    return RoutingAnalysis(baseline, reason, fallback, tuple(chosen), basis, tuple(results),  # type: ignore[arg-type]
+                           skipped_queries=len(by_query) - len(routable))
+
+
+def _mean_energy(records: Sequence[Record], system: str, basis: str) -> float:
+    values = [energy_of(r, basis) for r in records if system_of(r) == system]
+    return math.fsum(values) / len(values) if values else math.inf
+
+
+def _tally(name: str, routes: Mapping[str, str], by_query: Mapping[str, Mapping[str, Record]], basis: str) -> RoutingResult:
+    used = [by_query[q][s] for q, s in routes.items()]
+    assignments: dict[str, int] = {}
+    for system in routes.values():
+        assignments[system] = assignments.get(system, 0) + 1
+    return RoutingResult(
+        strategy=name,
+        queries=len(used),
+        correct=sum(1 for r in used if r["correct"]),
+        joules=math.fsum(energy_of(r, basis) for r in used),
+        latency_s=math.fsum(float(r.get("latency_s") or 0.0) for r in used),
+        assignments=dict(sorted(assignments.items())),
+        provenance=combine_provenance(str(r.get("provenance", "unknown")) for r in used),
+        choices=tuple(routes.items()),
+    )
+
+
+# -- trends and the Pareto frontier ----------------------------------------------------------------
+
+def summaries_of(records: Iterable[Record]) -> list[Summary]:
+    """One :class:`~pytest_ipw.metrics.Summary` per model × accelerator, in first-seen order."""
+    return [summarize(group) for group in group_by(records, "model", "accelerator").values()]
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    model: str
+    accelerator: str
+    release_date: dt.date
+    parameters: float | None
+    accuracy: float
+    ipw: float | None
+    ipj: float | None
+    mean_joules: float
+    provenance: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "release_date": self.release_date.isoformat()}
+
+
+def release_trends(summaries: Iterable[Summary], infos: Mapping[str, ModelInfo]) -> tuple[list[TrendPoint], list[str]]:
+    """IPW, IPJ and accuracy of each model × accelerator by its model's release date.
+
+    Returns the points (oldest first) and the models left out for want of a release date.
+    """
+    points, undated = [], []
+    for s in summaries:
+        info = infos.get(s.model)
+        if info is None or info.release_date is None:
+            undated.append(s.model)
+            continue
+        points.append(TrendPoint(s.model, s.accelerator, info.release_date, info.parameters, s.accuracy, s.ipw,
+                                 s.ipj, s.mean_joules, s.provenance))
+    points.sort(key=lambda p: (p.release_date, p.model, p.accelerator))
+    return points, sorted(set(undated))
+
+
+def coverage_by_release(records: Iterable[Record], infos: Mapping[str, ModelInfo]) -> list[tuple[dt.date, str, Cell]]:
+    """Coverage of all local models released up to each release date (reference models excluded):
+    how much of the query set the best locally runnable models of the time could answer."""
+    records = list(records)
+    dated = sorted((info.release_date, name) for name, info in infos.items()
+                   if info.release_date is not None and info.role != REFERENCE)
+    present = {str(r["model"]) for r in records}
+    order = [name for _, name in dated if name in present]
+    if not order:
+        return []
+    analysis = coverage_analysis(records, unit="model", members=order, order=order)
+    date_of = {name: infos[name].release_date for name in order}
+    return [(date_of[m], m, cell) for m, cell in analysis.cumulative]  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    system: str
+    accuracy: float
+    mean_joules: float
+    provenance: str
+    on_frontier: bool
+
+
+def pareto_frontier(summaries: Iterable[Summary]) -> list[ParetoPoint]:
+    """Accuracy (higher is better) against mean joules per query (lower is better).
+
+    A system is on the frontier when no other has at least its accuracy for at most its energy, and is
+    strictly better in one. Points come back ordered by energy.
+    """
+    items = [(f"{s.model}@{s.accelerator}", s.accuracy, s.mean_joules, s.provenance) for s in summaries
+             if s.mean_joules is not None and math.isfinite(s.mean_joules)]
+    points = []
+    for name, acc, joules, provenance in items:
+        dominated = any(a >= acc and j <= joules and (a > acc or j < joules) for _, a, j, _ in items)
+        points.append(ParetoPoint(name, acc, joules, provenance, not dominated))
+    return sorted(points, key=lambda p: (p.mean_joules, -p.accuracy, p.system))

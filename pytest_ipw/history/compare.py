@@ -1,0 +1,315 @@
+"""Comparing a run with a baseline run, and regression gates with each metric's direction built in.
+
+Queries are paired by id (only queries present in both runs count), so the statistics are paired:
+McNemar for accuracy and coverage, a paired bootstrap for energy, power, IPW, IPJ and latency.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.analysis.metrics import group_by, solved_by_any
+from pytest_ipw.analysis.stats import (
+    Interval,
+    delta_ratio_interval,
+    mcnemar_exact_p,
+    mean_statistic,
+    paired_bootstrap,
+    percentile_statistic,
+    ratio_statistic,
+    relative_change,
+    subsampled_bootstrap,
+)
+
+#: from this many paired queries on, intervals come from the delta method (means, ratios) and an
+#: m-out-of-n bootstrap (percentiles): a full bootstrap of a million queries would take minutes
+LARGE_RUN = 2000
+
+HIGHER, LOWER = "higher", "lower"
+
+#: metric -> (direction that is better, units allowed in a gate)
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "accuracy": (HIGHER, ("pt", "%")),
+    "coverage": (HIGHER, ("pt", "%")),
+    "ipw": (HIGHER, ("%",)),
+    "ipj": (HIGHER, ("%",)),
+    "joules": (LOWER, ("%",)),
+    "watts": (LOWER, ("%",)),
+    "latency_p50": (LOWER, ("%",)),
+    "latency_p95": (LOWER, ("%",)),
+    "tokens_per_s": (HIGHER, ("%",)),
+}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """``metric:N%`` or ``metric:Npt`` — fail when the metric gets worse by more than N (and significantly)."""
+
+    metric: str
+    amount: float
+    unit: str  # "%" or "pt"
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Gate":
+        match = re.fullmatch(r"\s*([a-z_0-9]+)\s*:\s*([0-9]*\.?[0-9]+)\s*(%|pt)\s*", text)
+        if not match:
+            raise IPWUsageError(
+                f"--ipw-compare-fail={text!r} is not METRIC:N% or METRIC:Npt (e.g. ipw:5%, accuracy:2pt, joules:10%)"
+            )
+        metric, amount, unit = match.group(1), float(match.group(2)), match.group(3)
+        if metric not in METRICS:
+            raise IPWUsageError(f"--ipw-compare-fail={text!r}: unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        if unit not in METRICS[metric][1]:
+            raise IPWUsageError(f"--ipw-compare-fail={text!r}: {metric} takes a change in {' or '.join(METRICS[metric][1])}")
+        return cls(metric, amount, unit, text.strip())
+
+
+@dataclass(frozen=True)
+class Change:
+    scope: str  # "model@accelerator", "model@accelerator/domain" or "run"
+    metric: str
+    baseline: float | None
+    current: float | None
+    queries: int
+    relative: float | None  # (current - baseline) / |baseline|
+    interval: tuple[float, float] | None  # interval of ``relative`` (bootstrap) when computed
+    p_value: float | None  # McNemar, for accuracy and coverage
+    significant: bool
+
+    @property
+    def points(self) -> float | None:
+        """Change in percentage points, for proportions."""
+        if self.baseline is None or self.current is None:
+            return None
+        return (self.current - self.baseline) * 100
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.metric][0]
+
+    def worse_by(self, unit: str) -> float:
+        """How much worse (positive) or better (negative) the metric got, in ``unit``."""
+        change = self.points if unit == "pt" else (None if self.relative is None else self.relative * 100)
+        if change is None or math.isnan(change):
+            return 0.0
+        return -change if self.direction == HIGHER else change
+
+    @property
+    def verdict(self) -> str:
+        if not self.significant:
+            return "within noise"
+        return "worse" if self.worse_by("%" if self.relative is not None else "pt") > 0 else "better"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scope": self.scope, "metric": self.metric, "baseline": self.baseline, "current": self.current,
+                "queries": self.queries, "relative_change": self.relative,
+                "interval": list(self.interval) if self.interval else None, "p_value": self.p_value,
+                "significant": self.significant, "verdict": self.verdict, "better": self.direction}
+
+
+@dataclass(frozen=True)
+class GateFailure:
+    gate: Gate
+    change: Change
+
+    def line(self) -> str:
+        c = self.change
+        if self.gate.unit == "pt":
+            moved = f"{c.points:+.1f} points"
+        else:
+            moved = f"{c.relative * 100:+.1f}%"
+        evidence = (f"p={c.p_value:.3g}" if c.p_value is not None
+                    else f"95% interval {c.interval[0] * 100:+.1f}%..{c.interval[1] * 100:+.1f}%" if c.interval else "")
+        return (f"{c.scope}: {c.metric} {_num(c.baseline)} -> {_num(c.current)} ({moved}, {evidence}) "
+                f"breaks --ipw-compare-fail={self.gate.text}")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+_FIELDS = ("correct", "joules", "watts", "latency_s", "tokens_out")
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """The shared queries of two runs of one model × accelerator, as aligned numeric columns."""
+
+    domains: Any  # numpy array of domain names, aligned with the columns
+    before: dict[str, Any]  # field -> numpy array (baseline)
+    after: dict[str, Any]  # field -> numpy array (current)
+
+    def __len__(self) -> int:
+        return len(self.domains)
+
+    def subset(self, mask: Any) -> "_Pairs":
+        return _Pairs(self.domains[mask], {k: v[mask] for k, v in self.before.items()},
+                      {k: v[mask] for k, v in self.after.items()})
+
+
+def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    from operator import itemgetter
+
+    # a missing figure (None) becomes 0, as in the summaries
+    return {field: np.nan_to_num(np.array(list(map(itemgetter(field), records)), dtype=float)) for field in _FIELDS}
+
+
+def _pair(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]]) -> _Pairs:
+    """Align by query id (one pass per run, numpy after that: a million records stay fast)."""
+    import numpy as np
+
+    from operator import itemgetter
+
+    position = {query_id: i for i, query_id in enumerate(map(itemgetter("query_id"), baseline))}
+    found = np.fromiter((position.get(q, -1) for q in map(itemgetter("query_id"), current)), dtype=np.int64,
+                        count=len(current))
+    after_index = np.nonzero(found >= 0)[0]
+    before_index = found[after_index]
+    before, after = _columns(baseline), _columns(current)
+    domains = np.array(list(map(itemgetter("domain"), current)), dtype=object)[after_index]
+    return _Pairs(domains, {k: v[before_index] for k, v in before.items()}, {k: v[after_index] for k, v in after.items()})
+
+
+def _proportion_change(scope: str, metric: str, before: Any, after: Any, alpha: float) -> Change:
+    import numpy as np
+
+    before, after = np.asarray(before, dtype=bool), np.asarray(after, dtype=bool)
+    n = len(before)
+    p_value = mcnemar_exact_p(int(np.sum(before & ~after)), int(np.sum(after & ~before)))
+    base, cur = float(before.mean()), float(after.mean())
+    return Change(scope, metric, base, cur, n, relative_change(base, cur), None, p_value, p_value < alpha)
+
+
+def _interval_change(scope: str, metric: str, values: tuple[float, float], interval: Interval, n: int) -> Change:
+    base, cur = values
+    return Change(scope, metric, base, cur, n, interval.estimate, (interval.low, interval.high), None,
+                  interval.excludes_zero())
+
+
+def _mean_ratio(run: dict[str, Any], num: str, den: str | None) -> float:
+    """mean(num) / mean(den), or mean(num) without a denominator; 0 where the denominator is 0."""
+    denominator = float(run[den].mean()) if den else 1.0
+    return float(run[num].mean()) / denominator if denominator > 0 else 0.0
+
+
+def _compare_pairs(scope: str, pairs: _Pairs, *, alpha: float, resamples: int, seed: int, wanted: set[str]) -> list[Change]:
+    n = len(pairs)
+    if n == 0:
+        return []
+    b, a = pairs.before, pairs.after
+    changes: list[Change] = []
+    if "accuracy" in wanted:
+        changes.append(_proportion_change(scope, "accuracy", b["correct"], a["correct"], alpha))
+    # metric -> (baseline numerator, baseline denominator, current numerator, current denominator)
+    ratios = {
+        "joules": ("joules", None), "watts": ("watts", None), "ipw": ("correct", "watts"), "ipj": ("correct", "joules"),
+        "tokens_per_s": ("tokens_out", "latency_s"),
+    }
+    small = n < LARGE_RUN
+    lists: dict[str, tuple[list[float], list[float]]] = {}
+
+    def as_lists(field: str) -> tuple[list[float], list[float]]:
+        if field not in lists:
+            lists[field] = (b[field].tolist(), a[field].tolist())
+        return lists[field]
+
+    for metric, (num, den) in ratios.items():
+        if metric not in wanted:
+            continue
+        values = (_mean_ratio(b, num, den), _mean_ratio(a, num, den))
+        if small:
+            (bn, cn), (bd, cd) = as_lists(num), (as_lists(den) if den else (None, None))
+            statistic = mean_statistic(bn, cn) if den is None else ratio_statistic(bn, bd, cn, cd)
+            interval = paired_bootstrap(n, statistic, confidence=1 - alpha, resamples=resamples, seed=seed)
+        else:
+            interval = delta_ratio_interval(b[num], b[den] if den else None, a[num], a[den] if den else None,
+                                            confidence=1 - alpha)
+        changes.append(_interval_change(scope, metric, values, interval, n))
+    for metric, q in (("latency_p50", 50), ("latency_p95", 95)):
+        if metric in wanted:
+            import numpy as np
+
+            values = (float(np.percentile(b["latency_s"], q)), float(np.percentile(a["latency_s"], q)))
+            statistic = percentile_statistic(*as_lists("latency_s"), q)
+            interval = subsampled_bootstrap(n, statistic, confidence=1 - alpha, seed=seed, subsample=LARGE_RUN // 2,
+                                            resamples=resamples if small else 200,
+                                            estimate=relative_change(*values))
+            changes.append(_interval_change(scope, metric, values, interval, n))
+    return changes
+
+
+def compare_records(scope: str, baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], *,
+                    alpha: float = 0.05, resamples: int = 1000, seed: int = 0, metrics: Iterable[str] | None = None) -> list[Change]:
+    """Changes of one model × accelerator (or one domain of it) between two runs, on the shared queries."""
+    wanted = set(metrics) if metrics is not None else set(METRICS) - {"coverage"}
+    return _compare_pairs(scope, _pair(baseline, current), alpha=alpha, resamples=resamples, seed=seed, wanted=wanted)
+
+
+def coverage_change(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], alpha: float) -> Change | None:
+    before, after = solved_by_any(baseline), solved_by_any(current)
+    shared = [q for q in after if q in before]
+    if not shared:
+        return None
+    return _proportion_change("run", "coverage", [before[q] for q in shared], [after[q] for q in shared], alpha)
+
+
+def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alpha: float = 0.05,
+                 resamples: int = 1000, seed: int = 0, by_domain: bool = True) -> list[Change]:
+    """Every change between two results documents: per model × accelerator, per domain, and coverage."""
+    changes: list[Change] = []
+    options = {"alpha": alpha, "resamples": resamples, "seed": seed}
+    old_groups = group_by(baseline["records"], "model", "accelerator")
+    for key, records in group_by(current["records"], "model", "accelerator").items():
+        if key not in old_groups:
+            continue
+        scope = f"{key[0]}@{key[1]}"
+        pairs = _pair(old_groups[key], records)
+        changes.extend(_compare_pairs(scope, pairs, wanted=set(METRICS) - {"coverage"}, **options))
+        if by_domain:
+            for domain in sorted(set(pairs.domains.tolist())):
+                changes.extend(_compare_pairs(f"{scope}/{domain}", pairs.subset(pairs.domains == domain),
+                                              wanted={"accuracy", "joules"}, **options))
+    cov = coverage_change(baseline["records"], current["records"], alpha)
+    if cov is not None:
+        changes.append(cov)
+    return changes
+
+
+def failed_gates(changes: Sequence[Change], gates: Sequence[Gate]) -> list[GateFailure]:
+    """Gates broken by a significant change in the bad direction beyond the gate's amount.
+
+    Gates judge whole model × accelerator scopes and the run's coverage, not single domains (too few
+    queries per domain to gate on by default).
+    """
+    failures = []
+    for gate in gates:
+        for change in changes:
+            if change.metric != gate.metric or "/" in change.scope:
+                continue
+            if change.significant and change.worse_by(gate.unit) > gate.amount:
+                failures.append(GateFailure(gate, change))
+    return failures
+
+
+def changes_table(changes: Sequence[Change], fmt: str = "simple") -> str:
+    """A table of changes; ``fmt`` is a tabulate format ("simple", "github" for Markdown...)."""
+    from tabulate import tabulate
+
+    rows = []
+    for c in changes:
+        if c.metric in ("accuracy", "coverage"):
+            moved = f"{c.points:+.1f} pt" if c.points is not None else "n/a"
+            evidence = f"p={c.p_value:.3g}"
+        else:
+            moved = f"{c.relative * 100:+.1f}%" if c.relative is not None and math.isfinite(c.relative) else "n/a"
+            evidence = f"[{c.interval[0] * 100:+.1f}%, {c.interval[1] * 100:+.1f}%]" if c.interval else ""
+        rows.append([c.scope, c.metric, _num(c.baseline), _num(c.current), moved, evidence, c.verdict, c.queries])
+    return tabulate(rows, headers=["scope", "metric", "baseline", "now", "change", "interval / p", "verdict", "queries"],
+                    tablefmt=fmt, disable_numparse=True)

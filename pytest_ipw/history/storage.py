@@ -1,0 +1,258 @@
+"""Saved runs: one JSON file per run, per machine, per commit.
+
+Layout (``--ipw-storage``, default ``.ipw/`` in pytest's rootdir)::
+
+    .ipw/<machine-id>/NNNN_<commit>_<YYYYmmddTHHMMSS>[_dirty][_<name>].json
+
+The machine id covers what decides whether two runs' figures are comparable: the CPU model, the
+accelerator profiles and devices, the meter (sensor, provenance, driver, power limit). It leaves out the
+host name, which ephemeral CI runners change on every job on the same hardware. ``--ipw-machine-id``
+sets it explicitly. Writes are
+atomic and exclusive: two runs saving at once both survive, under different numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from pytest_ipw.core import defaults
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.core.files import dump_json, read_json
+
+STORAGE_DIR = defaults.STORAGE_DIR
+#: the files that make a folder pytest's rootdir (the nearest one upwards holding any of them)
+_ROOT_MARKERS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg", "setup.py")
+
+
+def default_storage(start: str | os.PathLike[str] | None = None) -> str:
+    """``<rootdir>/.ipw`` for the command line: the rootdir pytest would choose for a run started here (the
+    nearest folder upwards with an ini or project file), else the current folder."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / marker).is_file() for marker in _ROOT_MARKERS):
+            return str(folder / STORAGE_DIR)
+    return str(here / STORAGE_DIR)
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_FILE = re.compile(r"(?P<number>\d{4,})_(?P<commit>[^_]+)_(?P<stamp>\d{8}T\d{6})(?P<dirty>_dirty)?(?:_(?P<name>.+))?\.json")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")[:40] or "unknown"
+
+
+#: the facts of a machine id, and how a difference in each is named when no baseline matches
+IDENTITY_LABELS = {"system": "operating system", "machine": "architecture", "cpu": "CPU",
+                   "accelerators": "accelerators", "meters": "meter"}
+
+
+def machine_identity(machine_info: Mapping[str, Any], meters: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What makes two runs' energy figures comparable (the host name is not part of it)."""
+    accelerators = sorted({(a.get("profile"), a.get("device_name")) for a in machine_info.get("accelerators", [])},
+                          key=str)
+    meter_facts = sorted(
+        {(m.get("meter"), m.get("sensor"), m.get("provenance"), m.get("driver_version"), m.get("power_limit_w"))
+         for m in meters.values()},
+        key=str,
+    )
+    return {"system": machine_info.get("system"), "machine": machine_info.get("machine"),
+            "cpu": machine_info.get("cpu"), "accelerators": [list(a) for a in accelerators],
+            "meters": [list(m) for m in meter_facts]}
+
+
+def machine_id(machine_info: Mapping[str, Any], meters: Mapping[str, Mapping[str, Any]]) -> str:
+    """A readable, stable id: accelerator profiles, CPU, and a hash of everything that changes energy."""
+    identity = machine_identity(machine_info, meters)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    profiles = "+".join(sorted({str(p) for p, _ in identity["accelerators"]})) or "none"
+    return f"{_slug(profiles)}-{_slug(identity['cpu'] or 'cpu')[:24].strip('-')}-{digest}"
+
+
+def document_identity(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The machine identity of a saved results document (recomputed for runs saved before it was stored)."""
+    stored = document.get("machine_identity")
+    if isinstance(stored, dict):
+        return stored
+    return machine_identity(document.get("machine_info", {}), document.get("settings", {}).get("meters", {}))
+
+
+_METER_FACTS = ("meter", "sensor", "provenance", "driver", "power limit (W)")
+
+
+def identity_differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
+    """Each fact that differs, named: ``driver 565.57 vs 550.54`` (ours first)."""
+    differences = []
+    for key, label in IDENTITY_LABELS.items():
+        a, b = ours.get(key), theirs.get(key)
+        if a == b:
+            continue
+        if key == "meters" and len(a or []) == len(b or []) == 1:
+            differences.extend(f"{name} {x} vs {y}" for name, x, y in zip(_METER_FACTS, a[0], b[0]) if x != y)
+        elif key == "accelerators":
+            differences.append(f"{label} {_devices(a)} vs {_devices(b)}")
+        else:
+            differences.append(f"{label} {a} vs {b}")
+    return differences
+
+
+def _devices(accelerators: Any) -> str:
+    return ", ".join(f"{p} ({name})" if name else str(p) for p, name in (accelerators or [])) or "none"
+
+
+def check_save_name(name: str) -> str:
+    """A save name may not contain path separators or start with a dot: it cannot leave the storage."""
+    if not _NAME.fullmatch(name):
+        raise IPWUsageError(
+            f"--ipw-save={name!r}: a name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    path: Path
+    machine_id: str
+    number: int
+    commit: str
+    stamp: str
+    dirty: bool
+    name: str | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.machine_id}/{self.path.stem}"
+
+    @classmethod
+    def from_path(cls, path: Path) -> "SavedRun | None":
+        match = _FILE.fullmatch(path.name)
+        if not match:
+            return None
+        return cls(path, path.parent.name, int(match["number"]), match["commit"], match["stamp"],
+                   bool(match["dirty"]), match["name"])
+
+
+def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a saved run or results file; a corrupt, truncated or foreign file is one clear error."""
+    path = Path(path)
+    document = read_json(path, "saved run", "it is corrupt or truncated: delete it or restore it from a backup")
+    if not isinstance(document, dict):
+        raise IPWUsageError(f"saved run {path} is not a pytest-ipw results file (expected a JSON object)")
+    version = document.get("schema_version")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise IPWUsageError(
+            f"saved run {path} has schema_version {version!r}; this pytest-ipw reads {SUPPORTED_SCHEMA_VERSIONS}. "
+            "Upgrade pytest-ipw, or re-run to save the run again"
+        )
+    records = document.get("records")
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise IPWUsageError(f"saved run {path} has no list of records; it is not a complete pytest-ipw results file")
+    needed = ("query_id", "model", "accelerator", "domain", "correct", "joules", "watts", "latency_s")
+    for index, record in enumerate(records):
+        missing = [key for key in needed if key not in record]
+        if missing:
+            raise IPWUsageError(f"saved run {path}: record {index} lacks {', '.join(missing)}; the file is damaged")
+    return document
+
+
+class Storage:
+    def __init__(self, root: str | os.PathLike[str] = STORAGE_DIR):
+        self.root = Path(root)
+
+    def runs(self, machine: str | None = None) -> list[SavedRun]:
+        """Saved runs, oldest first, of one machine id or of all."""
+        if not self.root.is_dir():
+            return []
+        folders = [self.root / machine] if machine else sorted(p for p in self.root.iterdir() if p.is_dir())
+        found = []
+        for folder in folders:
+            if folder.is_dir():
+                found.extend(run for run in map(SavedRun.from_path, folder.glob("*.json")) if run is not None)
+        return sorted(found, key=lambda r: (r.stamp, r.machine_id, r.number))
+
+    def save(self, document: Mapping[str, Any], *, machine: str, commit: str, dirty: bool, name: str | None = None) -> SavedRun:
+        """Write atomically under the next free number; a concurrent save takes the number after."""
+        if name is not None:
+            check_save_name(name)
+        folder = self.root / machine
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, temp = tempfile.mkstemp(prefix=".saving-", suffix=".tmp", dir=folder)
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                dump_json(document, stream)
+        except OSError as exc:
+            raise IPWUsageError(f"could not save the run under {folder}: {exc.strerror or exc}; check --ipw-storage") from None
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        suffix = ("_dirty" if dirty else "") + (f"_{name}" if name else "")
+        number = max((r.number for r in self.runs(machine)), default=0) + 1
+        try:
+            while True:
+                target = folder / f"{number:04d}_{_slug(commit)[:12] or 'unversioned'}_{stamp}{suffix}.json"
+                try:
+                    os.link(temp, target)  # atomic, and fails if that exact name exists
+                except FileExistsError:
+                    number += 1
+                    continue
+                # Two writers may pick the same number under different names: the greater name yields.
+                rivals = sorted(folder.glob(f"{number:04d}_*.json"))
+                if rivals and rivals[0] != target:
+                    os.unlink(target)
+                    number += 1
+                    continue
+                break
+        finally:
+            os.unlink(temp)
+        return SavedRun.from_path(target)  # type: ignore[return-value]
+
+    def resolve(self, selector: str, machine: str, across_machines: bool = False) -> SavedRun | None:
+        """A saved run by ``latest``, number (``0003``), save name, commit prefix, branch name, or path.
+
+        Only this machine's runs are searched unless ``across_machines``. Returns None when nothing matches.
+        """
+        as_path = Path(selector)
+        if selector.endswith(".json") and as_path.is_file():
+            run = SavedRun.from_path(as_path)
+            return run or SavedRun(as_path, as_path.parent.name, 0, "unknown", "", False, None)
+        runs = self.runs(None if across_machines else machine)
+        if not runs:
+            return None
+        if selector == "latest":
+            return runs[-1]
+        for run in reversed(runs):
+            if selector.isdigit() and run.number == int(selector):
+                return run
+            if run.name == selector or (len(selector) >= 4 and run.commit.startswith(selector.lower())):
+                return run
+        # a branch name: the newest run whose saved commit_info names it
+        for run in reversed(runs):
+            try:
+                info = json.loads(run.path.read_text(encoding="utf-8")).get("commit_info", {})
+            except (OSError, json.JSONDecodeError):
+                continue
+            if info.get("branch") == selector:
+                return run
+        return None
+
+    def other_machines(self, machine: str) -> list[str]:
+        return sorted({r.machine_id for r in self.runs()} - {machine})
+
+    def nearest_machine(self, identity: Mapping[str, Any], machine: str) -> tuple[str, list[str]] | None:
+        """The other machine id whose latest readable run differs from ``identity`` in the fewest facts."""
+        best: tuple[str, list[str]] | None = None
+        for other in self.other_machines(machine):
+            for run in reversed(self.runs(other)):
+                try:
+                    differences = identity_differences(identity, document_identity(load_run(run.path)))
+                except IPWUsageError:
+                    continue
+                if best is None or len(differences) < len(best[1]):
+                    best = (other, differences)
+                break
+        return best

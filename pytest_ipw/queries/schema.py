@@ -1,0 +1,338 @@
+"""Query sets: the schema, loading, validation and selection.
+
+One query is one prompt with a verifiable reference answer. Files are JSONL (one object per line,
+parsed here for exact values and line numbers), or CSV / Parquet read through ``datasets`` with explicit
+column types; the columns are documented in README ("Query set schema").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from pytest_ipw.core.errors import IPWUsageError
+
+SCORERS = ("exact", "numeric", "choice", "regex", "judge")
+SPLITS = ("chat", "reasoning")
+LETTERS_FOR_CHOICES = "ABCDEFGHIJ"  # up to 10 options (MMLU-Pro)
+REQUIRED_FIELDS = ("id", "prompt", "answer", "domain", "split", "scorer")
+SUPPORTED_SUFFIXES = {".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+DEFAULT_QUERY_SET = Path(__file__).resolve().parent.parent / "data" / "queries.jsonl"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One benchmark query. ``answer`` is the reference; how it is compared depends on ``scorer``."""
+
+    id: str
+    prompt: str
+    answer: str
+    domain: str
+    split: str
+    scorer: str
+    choices: tuple[str, ...] = ()
+    tolerance: float | None = None
+    difficulty: str | None = None
+    aliases: tuple[str, ...] = field(default=())
+    source: str | None = None  # the data set it came from, in a mix of several (weights apply per source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "prompt": self.prompt,
+            "answer": self.answer,
+            "domain": self.domain,
+            "split": self.split,
+            "scorer": self.scorer,
+            "choices": list(self.choices),
+            "tolerance": self.tolerance,
+            "difficulty": self.difficulty,
+            "aliases": list(self.aliases),
+            "source": self.source,
+        }
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or value == ""
+
+
+def _as_str_tuple(value: Any, name: str) -> tuple[str, ...]:
+    if _is_missing(value):
+        return ()
+    if isinstance(value, str):
+        # CSV cannot hold lists: accept a JSON list or a "|"-separated string there.
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"'{name}' is not a valid JSON list ({exc.msg})") from None
+        else:
+            value = text.split("|")
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"'{name}' must be a list of strings, got {type(value).__name__}")
+    return tuple(str(v) for v in value)
+
+
+def query_from_row(row: dict[str, Any]) -> Query:
+    """Build a validated :class:`Query` from one data set row; raises ``ValueError`` naming the field."""
+    missing = [name for name in REQUIRED_FIELDS if _is_missing(row.get(name))]
+    if missing:
+        raise ValueError(f"missing required field(s): {', '.join(missing)}")
+    scorer = str(row["scorer"]).strip()
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {scorer!r} (expected one of: {', '.join(SCORERS)})")
+    split = str(row["split"]).strip()
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (expected one of: {', '.join(SPLITS)})")
+    choices = _as_str_tuple(row.get("choices"), "choices")
+    if scorer == "choice" and len(choices) < 2:
+        raise ValueError("scorer 'choice' needs a 'choices' list with at least two options")
+    if scorer == "choice" and len(choices) > len(LETTERS_FOR_CHOICES):
+        raise ValueError(f"scorer 'choice' supports up to {len(LETTERS_FOR_CHOICES)} options (A-J), got {len(choices)}")
+    tolerance = row.get("tolerance")
+    if _is_missing(tolerance):
+        tolerance = None
+    else:
+        try:
+            tolerance = float(tolerance)
+        except (TypeError, ValueError):
+            raise ValueError(f"'tolerance' must be a number, got {tolerance!r}") from None
+        if tolerance < 0:
+            raise ValueError(f"'tolerance' must not be negative, got {tolerance}")
+    answer = row["answer"]
+    if not isinstance(answer, str):
+        answer = json.dumps(answer) if isinstance(answer, (list, dict)) else str(answer)
+    if scorer == "numeric":
+        try:
+            float(answer.replace(",", ""))
+        except ValueError:
+            raise ValueError(f"scorer 'numeric' needs a numeric answer, got {answer!r}") from None
+    if scorer == "choice":
+        letters = [chr(ord("A") + i) for i in range(len(choices))]
+        if answer.strip().upper() not in letters:
+            raise ValueError(f"scorer 'choice' needs the answer to be one of the letters {', '.join(letters)}, got {answer!r}")
+        answer = answer.strip().upper()
+    if scorer == "regex":
+        import re
+
+        try:
+            re.compile(answer)
+        except re.error as exc:
+            raise ValueError(f"answer is not a valid regular expression ({exc})") from None
+    difficulty = row.get("difficulty")
+    return Query(
+        id=str(row["id"]).strip(),
+        prompt=str(row["prompt"]),
+        answer=answer,
+        domain=str(row["domain"]).strip(),
+        split=split,
+        scorer=scorer,
+        choices=choices,
+        tolerance=tolerance,
+        difficulty=None if _is_missing(difficulty) else str(difficulty),
+        aliases=_as_str_tuple(row.get("aliases"), "aliases"),
+        source=None if _is_missing(row.get("source")) else str(row["source"]),
+    )
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows of a JSONL file and the line number of each; a malformed line is an error naming it.
+
+    JSONL is parsed here rather than by `datasets`: its reader gives no line numbers, and it re-encodes
+    a column that mixes types (an answer "B" next to an answer 42) as JSON text, corrupting answers.
+    """
+    from pytest_ipw.core.files import jsonl_objects
+
+    numbered = jsonl_objects(path.read_text(encoding="utf-8", errors="replace"), path, "query set")
+    return [row for _, row in numbered], [number for number, _ in numbered]
+
+
+def _column_names(path: Path, builder: str) -> list[str]:
+    """Column names of a CSV or Parquet file, read cheaply, so every column gets an explicit type."""
+    if builder == "csv":
+        import csv
+
+        with path.open("r", encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), [])
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
+def _features(columns: list[str], lists_as_text: bool):
+    """Explicit column types: without them `datasets` guesses, and an id "007" or an answer 1990 in a
+    column that also holds 2.5 would come back as 7 / "1990.0" and never match. CSV holds lists as text
+    (a JSON list or "a|b"), parsed later by :func:`query_from_row`."""
+    import datasets
+
+    string = datasets.Value("string")
+    listed = string if lists_as_text else datasets.Sequence(string)
+    typed = {"choices": listed, "aliases": listed, "tolerance": datasets.Value("float64")}
+    return datasets.Features({name: typed.get(name, string) for name in columns})
+
+
+def _read_table(path: Path, builder: str) -> list[dict[str, Any]]:
+    """Read all rows of a CSV or Parquet file with `datasets` (kept lazy: it costs ~1 s to import)."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - datasets is a hard dependency
+        raise IPWUsageError(f"the 'datasets' package is needed to load query sets ({exc}): pip install datasets") from None
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        features = _features(_column_names(path, builder), lists_as_text=builder == "csv")
+
+        table = datasets.load_dataset(builder, data_files=str(path), split="train", features=features)
+    except Exception as exc:  # datasets wraps parser errors in many types; name the file either way
+        raise IPWUsageError(f"query set {path} could not be read: {exc.__class__.__name__}: {exc}") from None
+    return table.to_list()
+
+
+def query_file_kind(path: Path) -> str:
+    """The reader for a local query file ("json", "csv" or "parquet"); a missing or unknown file is an error."""
+    if not path.is_file():
+        raise IPWUsageError(f"query set {path} does not exist; pass an existing file to --ipw-dataset")
+    builder = SUPPORTED_SUFFIXES.get(path.suffix.lower())
+    if builder is None:
+        raise IPWUsageError(f"query set {path}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet")
+    return builder
+
+
+def load_queries(path: str | os.PathLike[str] | None = None) -> list[Query]:
+    """Load and validate a query set file. Every problem is an :class:`IPWUsageError` naming file and line."""
+    path = Path(path) if path is not None else DEFAULT_QUERY_SET
+    builder = query_file_kind(path)
+    if builder == "json":
+        rows, line_numbers = _read_jsonl(path)
+    else:
+        rows, line_numbers = _read_table(path, builder), None
+    if not rows:
+        raise IPWUsageError(f"query set {path} has no rows")
+    queries: list[Query] = []
+    seen: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        place = _row_place(index, line_numbers, path)
+        try:
+            query = query_from_row(row)
+        except ValueError as exc:
+            raise IPWUsageError(f"query set {path}, {place}: {exc}. Fix that row.") from None
+        if query.id in seen:
+            raise IPWUsageError(
+                f"query set {path}, {place}: duplicate id {query.id!r} (first at {_row_place(seen[query.id], line_numbers, path)}). "
+                "Ids must be unique."
+            )
+        seen[query.id] = index
+        queries.append(query)
+    return queries
+
+
+def _row_place(index: int, line_numbers: list[int] | None, path: Path) -> str:
+    if line_numbers is not None and index < len(line_numbers):
+        return f"line {line_numbers[index]}"
+    if path.suffix.lower() == ".csv":
+        return f"line {index + 2} (row {index + 1})"  # line 1 is the header
+    return f"row {index + 1}"
+
+
+def select_queries(
+    queries: Sequence[Query],
+    *,
+    domains: Iterable[str] | None = None,
+    limit: int | None = None,
+    source: str = "query set",
+    seed: int | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> list[Query]:
+    """Filter by domain, then keep ``limit`` queries stratified by domain (deterministic).
+
+    Domains take turns (round-robin), so ``--ipw-limit`` samples every domain. Within a domain queries
+    keep file order, or a random order fixed by ``seed`` (``--ipw-sample-seed``). With ``weights`` (a mix
+    of data sets, keyed by :attr:`Query.source`) the limit is first shared out between the sources in
+    proportion to their weights (a source with too few queries passes its remainder on), then each
+    source's share is stratified by domain as above.
+    """
+    selected = list(queries)
+    if domains:
+        wanted = {d.strip() for d in domains if d.strip()}
+        known = sorted({q.domain for q in queries})
+        unknown = sorted(wanted - set(known))
+        if unknown:
+            raise IPWUsageError(
+                f"--ipw-domains names {', '.join(unknown)}, which {source} does not have; "
+                f"its domains are: {', '.join(known)}"
+            )
+        selected = [q for q in selected if q.domain in wanted]
+    if limit is not None and limit < 1:
+        raise IPWUsageError(f"--ipw-limit must be at least 1, got {limit}")
+    if weights:
+        by_source: dict[str, list[Query]] = {}
+        for query in selected:
+            by_source.setdefault(query.source or "", []).append(query)
+        ordered = {name: _round_robin_by_domain(group, seed, name) for name, group in by_source.items()}
+        if limit is not None:
+            counts = allocate(limit, {name: weights.get(name, 0.0) for name in ordered},
+                              {name: len(group) for name, group in ordered.items()})
+            ordered = {name: group[: counts[name]] for name, group in ordered.items()}
+        selected = _interleave(list(ordered.values()))
+    elif limit is not None or seed is not None:
+        selected = _round_robin_by_domain(selected, seed, "")
+        if limit is not None:
+            selected = selected[:limit]
+    if not selected:
+        raise IPWUsageError(f"the selection from {source} is empty; widen --ipw-domains or --ipw-limit")
+    return selected
+
+
+def allocate(total: int, weights: Mapping[str, float], capacity: Mapping[str, int]) -> dict[str, int]:
+    """Share ``total`` between keys in proportion to ``weights`` (largest remainder), never above a key's
+    ``capacity``; what a full key cannot take goes to the others. Deterministic (ties by name)."""
+    counts = {key: 0 for key in weights}
+    active = sorted(key for key in weights if weights[key] > 0 and capacity.get(key, 0) > 0)
+    while active:
+        remaining = total - sum(counts.values())
+        if remaining <= 0:
+            break
+        weight_sum = sum(weights[key] for key in active)
+        shares = {key: remaining * weights[key] / weight_sum for key in active}
+        give = {key: min(int(shares[key]), capacity[key] - counts[key]) for key in active}
+        spare = remaining - sum(give.values())
+        for key in sorted(active, key=lambda k: (-(shares[k] - int(shares[k])), k)):
+            if spare <= 0:
+                break
+            if counts[key] + give[key] < capacity[key]:
+                give[key] += 1
+                spare -= 1
+        if not any(give.values()):
+            break
+        for key in active:
+            counts[key] += give[key]
+        active = [key for key in active if counts[key] < capacity[key]]
+    return counts
+
+
+def _interleave(columns: Sequence[Sequence[Query]]) -> list[Query]:
+    ordered: list[Query] = []
+    for position in range(max((len(c) for c in columns), default=0)):
+        ordered.extend(column[position] for column in columns if position < len(column))
+    return ordered
+
+
+def _round_robin_by_domain(queries: Sequence[Query], seed: int | None = None, salt: str = "") -> list[Query]:
+    """Interleave domains so that ``--ipw-limit N`` samples every domain, in file order within each
+    domain, or shuffled with ``seed`` (seeded per source and domain, so adding a data set to a mix does
+    not change what is drawn from the others)."""
+    by_domain: dict[str, list[Query]] = {}
+    for query in queries:
+        by_domain.setdefault(query.domain, []).append(query)
+    if seed is not None:
+        import random
+
+        for domain, group in by_domain.items():
+            random.Random(f"{seed}:{salt}:{domain}").shuffle(group)
+    return _interleave(list(by_domain.values()))

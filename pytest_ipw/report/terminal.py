@@ -1,0 +1,123 @@
+"""The terminal report: plain text built with tabulate from summaries, records and coverage."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+from pytest_ipw.analysis.metrics import Coverage, Summary, accuracy_by, combine_provenance
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}g}"
+
+
+def summary_table(summaries: Sequence[Summary]) -> str:
+    from tabulate import tabulate
+
+    headers = ["model", "accel", "queries", "accuracy (95% CI)", "tok out", "unscorable", "J/query", "W", "IPW (1/W)",
+               "IPJ (1/J)", "J/correct", "p50 s", "p95 s", "tok/s", "energy source"]
+    rows = []
+    for s in summaries:
+        rows.append([
+            s.model, s.accelerator, s.queries,
+            f"{s.accuracy:.3f} ({s.accuracy_low:.2f}-{s.accuracy_high:.2f})",
+            f"{s.mean_tokens_out:.1f}",  # beside accuracy: a model that talks longer pays for it in energy
+            s.unscorable, _fmt(s.mean_joules), _fmt(s.mean_watts), _fmt(s.ipw), _fmt(s.ipj),
+            _fmt(s.joules_per_correct), _fmt(s.latency_p50_s), _fmt(s.latency_p95_s), _fmt(s.tokens_per_s),
+            f"{s.provenance.upper()} {s.domain}" + (f" ({s.energy_basis})" if s.energy_basis != "total" else ""),
+        ])
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def domain_table(records: Iterable[Mapping[str, Any]], cov: Coverage) -> str:
+    from tabulate import tabulate
+
+    per_cell = accuracy_by(records, "domain")
+    systems = sorted({(m, a) for m, a, _ in per_cell})
+    domains = sorted(cov.by_domain)
+    headers = ["domain", "queries"] + [f"{m}@{a}" for m, a in systems] + ["coverage"]
+    rows = []
+    for domain in domains:
+        covered, total = cov.by_domain[domain]
+        row: list[Any] = [domain, total]
+        for m, a in systems:
+            hit, n = per_cell.get((m, a, domain), (0, 0))
+            row.append(f"{hit / n:.2f}" if n else "-")
+        row.append(f"{covered / total:.2f}" if total else "-")
+        rows.append(row)
+    rows.append(["all", cov.queries] + [""] * len(systems) + [f"{cov.share:.2f}"])
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[str, str],
+                     workers: Any = 0) -> list[str]:
+    """Lines that say where the energy figures come from; an estimate is never passed off as measured."""
+    lines = []
+    sensors = sorted({(r["meter"], r["provenance"]) for r in records})
+    for sensor, provenance in sensors:
+        lines.append(f"energy: {provenance.upper()} by {sensor}")
+    parts = sorted({(p["sensor"], p["provenance"], p["domain"]) for r in records for p in r.get("energy_parts") or ()})
+    for sensor, provenance, domain in parts:
+        lines.append(f"energy:   part {provenance.upper()} {domain} by {sensor}")
+    lines.extend(_basis_notes(records))
+    overall = combine_provenance([r["provenance"] for r in records] + [p[1] for p in parts])
+    if overall == "estimated":
+        lines.append("energy: every figure above is an ESTIMATE from a power model, not a measurement; "
+                     "run where a power sensor is readable (NVML, RAPL, powermetrics) to measure")
+    elif overall == "mixed":
+        lines.append("energy: this run MIXES measured and estimated figures; compare rows only with care")
+    for target, note in sorted(meter_notes.items()):
+        lines.append(f"meter for {target}: {note}")
+    lines.extend(_flag_notes(records))
+    try:
+        workers = int(workers or 0)
+    except (TypeError, ValueError):
+        workers = 2  # xdist's "auto"/"logical" before it is resolved: several workers either way
+    shared = sum(1 for r in records if any(str(f).startswith("energy-shared:") for f in r.get("meter_flags") or ()))
+    if shared:
+        lines.append(f"energy: {shared} query window(s) overlapped others on the same sensor ({workers or 'several'} "
+                     "xdist workers); each stretch of time's energy was split among the queries running then, not "
+                     "charged to each (README: Concurrency); the raw window energy is joules_window in --ipw-json")
+    elif workers > 1:
+        lines.append(f"energy: {workers} xdist workers ran, and no two query windows overlapped on one sensor")
+    truncated = sum(1 for r in records if r.get("truncated"))
+    if truncated:
+        lines.append(f"output: {truncated} answer(s) hit the token limit (--ipw-max-tokens) and were cut off")
+    return lines
+
+
+def _basis_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which energy IPW used, and the idle baseline behind "active" energy."""
+    if not records:
+        return []
+    bases = {r.get("energy_basis", "total") for r in records}
+    idle = [r["idle_watts"] for r in records if r.get("idle_watts") is not None]
+    baseline = (f"idle baseline {sum(idle) / len(idle):.3g} W, measured by the same meter before the queries"
+                if idle else "no idle baseline (--ipw-idle-seconds=0)")
+    if bases == {"active"}:
+        return [f"energy: IPW, IPJ, J/query and W use ACTIVE energy = total - idle power x window ({baseline}); "
+                "total energy is joules in --ipw-json"]
+    return [f"energy: IPW, IPJ, J/query and W use TOTAL energy ({baseline}"
+            + ("; idle-subtracted energy is joules_active in --ipw-json, --ipw-energy=active uses it)" if idle else ")")]
+
+
+def _flag_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    from pytest_ipw.meters.base import FLAG_BELOW_IDLE, FLAG_SHORT_WINDOW
+
+    counts: dict[str, int] = {}
+    for record in records:
+        for flag in record.get("meter_flags") or ():
+            counts[flag] = counts.get(flag, 0) + 1
+    lines = []
+    if counts.pop(FLAG_SHORT_WINDOW, 0):
+        n = sum(1 for r in records if FLAG_SHORT_WINDOW in (r.get("meter_flags") or ()))
+        lines.append(f"energy: {n} window(s) were shorter than their sensor's update period; "
+                     "their figures are imprecise (see meter_flags in --ipw-json)")
+    below = counts.pop(FLAG_BELOW_IDLE, 0)
+    if below:
+        lines.append(f"energy: {below} window(s) used less than the idle baseline predicts; their active energy is 0")
+    for flag, n in sorted(counts.items()):
+        lines.append(f"energy: {n} window(s) flagged {flag} (see meter_flags in --ipw-json)")
+    return lines
