@@ -71,6 +71,7 @@ GAUGE_PERIOD_S = 1.0
 #: how long the counter is watched against the gauge before it is trusted, and the agreement asked for
 VALIDATE_S = 0.25
 AGREEMENT = (0.1, 10.0)
+LOST = " during the run; check `amd-smi list` (a driver reset or a lost GPU)"
 
 
 def _number(value: Any) -> float | None:
@@ -206,7 +207,7 @@ class _Gpu:
         assert self.gauge_key is not None
         value = _number(self.amdsmi.amdsmi_get_power_info(self.handle).get(self.gauge_key))
         if value is None:
-            raise MeterFailure(f"amdsmi: GPU{self.index} {self.name} stopped reporting {self.gauge_key}")
+            raise MeterFailure(f"amdsmi: GPU{self.index} {self.name} stopped reporting {self.gauge_key}{LOST}")
         return value
 
     def read_counter(self) -> _Reading | None:
@@ -260,7 +261,7 @@ class _Gpu:
         if self.uses_counter:
             reading = self.read_counter()
             if reading is None:
-                raise MeterFailure(f"amdsmi: GPU{self.index} {self.name} stopped reporting its energy counter")
+                raise MeterFailure(f"amdsmi: GPU{self.index} {self.name} stopped reporting its energy counter{LOST}")
             self._start = (reading, self.temperature())
         else:
             self._start = (_Reading(0, 0.0, 0), self.temperature())
@@ -281,7 +282,7 @@ class _Gpu:
         else:
             after = self.read_counter()
             if after is None:
-                raise MeterFailure(f"amdsmi: GPU{self.index} {self.name} stopped reporting its energy counter")
+                raise MeterFailure(f"amdsmi: GPU{self.index} {self.name} stopped reporting its energy counter{LOST}")
             ticks, flag = accumulator_delta(before.ticks, after.ticks)
             flags.extend([flag] if flag else [])
             joules, samples = ticks * after.resolution_uj / 1e6, 2
@@ -337,8 +338,10 @@ class AmdSmiMeter(Meter):
     provenance = MEASURED
     domain = "gpu"
 
-    def __init__(self, amdsmi: Any, gpus: Sequence[_Gpu], visible_env: dict[str, str | None] | None = None):
+    def __init__(self, amdsmi: Any, gpus: Sequence[_Gpu], visible_env: dict[str, str | None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         super().__init__()
+        self._clock = clock
         if not gpus:
             raise ValueError("an amdsmi meter needs at least one GPU")
         self._amdsmi = amdsmi
@@ -388,17 +391,15 @@ class AmdSmiMeter(Meter):
             for gpu in self.gpus:
                 gpu.begin()
         except self._amdsmi.AmdSmiException as exc:
-            raise MeterFailure(f"amdsmi: reading GPU energy failed ({exc}); check `amd-smi list` "
-                               "(a driver reset or a lost GPU)") from None
-        self._t0 = time.perf_counter()
+            raise MeterFailure(f"amdsmi: reading GPU energy failed ({exc}){LOST}") from None
+        self._t0 = self._clock()
 
     def _end(self) -> Measurement:
-        seconds = time.perf_counter() - self._t0
+        seconds = self._clock() - self._t0
         try:
             parts = [gpu.end(seconds, limit) for gpu, limit in zip(self.gpus, self._limits)]
         except self._amdsmi.AmdSmiException as exc:
-            raise MeterFailure(f"amdsmi: reading GPU energy failed during the run ({exc}); check `amd-smi list` "
-                               "(a driver reset or a lost GPU)") from None
+            raise MeterFailure(f"amdsmi: reading GPU energy failed ({exc}){LOST}") from None
         if len(parts) == 1:
             return parts[0]
         flags = tuple(dict.fromkeys(f for p in parts for f in p.flags))
@@ -429,7 +430,7 @@ def _group_partitions(gpus: list[_Gpu], all_serials: dict[int, int | None]) -> l
     return list(kept.values())
 
 
-def _import_amdsmi() -> Any:
+def import_amdsmi() -> Any:
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # amdsmi prints when libamd_smi.so is missing
             import amdsmi
@@ -444,14 +445,15 @@ def _import_amdsmi() -> Any:
 
 def create(profile: AcceleratorProfile, device_index: int | None = None, arg: str | None = None,
            sample_hz: float = DEFAULT_SAMPLE_HZ, sleep: Callable[[float], None] = time.sleep,
-           environ: dict[str, str] | None = None, **_: Any) -> AmdSmiMeter:
-    """``sleep`` and ``environ`` are for tests (the counter check waits ``VALIDATE_S``)."""
+           environ: dict[str, str] | None = None, clock: Callable[[], float] = time.perf_counter,
+           **_: Any) -> AmdSmiMeter:
+    """``sleep``, ``environ`` and ``clock`` are for tests (the counter check waits ``VALIDATE_S``)."""
     if arg is not None and arg != "all" and not arg.isdigit():
         raise MeterUnavailable(f"amdsmi:{arg} is not understood; use amdsmi, amdsmi:N (an AMD SMI GPU index) "
                                "or amdsmi:all")
     interval = sample_interval_s(sample_hz)
     environ = dict(os.environ if environ is None else environ)
-    amdsmi = _import_amdsmi()
+    amdsmi = import_amdsmi()
     try:
         amdsmi.amdsmi_init()
     except amdsmi.AmdSmiException as exc:
@@ -484,7 +486,7 @@ def create(profile: AcceleratorProfile, device_index: int | None = None, arg: st
                 f"({first_die}), whose figure includes this one")
         visible_env = {key.lower(): environ.get(key) for key in
                        ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")}
-        return AmdSmiMeter(amdsmi, gpus, visible_env)
+        return AmdSmiMeter(amdsmi, gpus, visible_env, clock)
     except MeterUnavailable:
         with contextlib.suppress(amdsmi.AmdSmiException):
             amdsmi.amdsmi_shut_down()
