@@ -317,14 +317,16 @@ class HwmonMeter(Meter):
             raise error(f"hwmon: {channel.files[0]} does not hold a number") from None
 
     def _begin(self) -> None:
+        started = self._clock()  # the window spans every channel's reads
         counters = {id(ch): self._value(ch) for ch in self.channels if ch.kind == "energy"}
         for sampler in self._samplers.values():
             sampler.begin()
-        self._start = (self._clock(), counters)
+        self._start = (started, counters)
 
     def _end(self) -> Measurement:
         assert self._start is not None
         started, before = self._start
+        traces = {key: sampler.end() for key, sampler in self._samplers.items()}
         after = {id(ch): self._value(ch) for ch in self.channels if ch.kind == "energy"}
         seconds = self._clock() - started
         parts = []
@@ -341,7 +343,7 @@ class HwmonMeter(Meter):
                     flags.append(FLAG_NO_UPDATE)
                 joules, window, samples = microjoules / 1e6, seconds, 2
             else:
-                joules, window, samples = self._samplers[id(channel)].end()
+                joules, window, samples = traces[id(channel)]
             parts.append(Measurement(joules=joules, seconds=window, sensor=channel.sensor, provenance=MEASURED,
                                      domain=channel.domain, samples=samples, flags=tuple(flags)))
         if len(parts) == 1:
