@@ -435,8 +435,8 @@ def import_amdsmi() -> Any:
         with contextlib.redirect_stdout(io.StringIO()):  # amdsmi prints when libamd_smi.so is missing
             import amdsmi
     except ImportError:
-        raise MeterUnavailable("the amdsmi package is not installed (pip install 'pytest-ipw[amd]', or the amdsmi "
-                               "matching your ROCm from /opt/rocm/share/amd_smi)") from None
+        raise MeterUnavailable("the amdsmi package is not installed: install the one that matches your ROCm "
+                               "(`pip install /opt/rocm/share/amd_smi`, or `pip install amdsmi==X.Y` for ROCm X.Y)") from None
     except Exception as exc:  # OSError (no libamd_smi.so), KeyError/AttributeError (ROCm version mismatch)
         raise MeterUnavailable(f"the amdsmi package cannot load AMD SMI ({type(exc).__name__}: {exc}); install the "
                                "amdsmi version that matches your ROCm and set ROCM_PATH") from None

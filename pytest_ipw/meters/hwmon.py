@@ -194,7 +194,8 @@ def read_chip(chip_dir: Path, reader: Reader = read_sysfs) -> Chip:
             if kind != "in" or "label" not in files or "input" not in files or current is None:
                 continue
             label = label_of(files, "")
-            if not label or label.upper() == "NC" or _text(reader, files.get("enable", chip_dir / "-")) == "0":
+            enable = files.get("enable")
+            if not label or label.upper() == "NC" or (enable is not None and _text(reader, enable) == "0"):
                 continue
             if usable(files["input"], current):
                 channel = Channel(chip_dir, chip.name, label, "rail", (files["input"], current))
