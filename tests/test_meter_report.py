@@ -74,8 +74,10 @@ def test_profiles_have_their_natural_meters():
                 "b200", "a100", "l4", "l40s", "rtx4090", "rtx5090", "mi300x", "jetson-orin"]
     assert set(required) <= set(profiles)
     for profile in profiles.values():
-        if profile.vendor == "nvidia":
-            assert profile.meter == "nvml", profile.name
+        if profile.vendor == "nvidia":  # Jetson boards: NVML reports no power there, their INA3221 rails do
+            assert profile.meter == ("hwmon" if profile.kind == "soc" else "nvml"), profile.name
+        elif profile.vendor == "amd":
+            assert profile.meter == "amdsmi", profile.name
         elif profile.vendor == "apple":
             assert profile.meter == "powermetrics", profile.name
     assert profiles["cpu"].meter == "rapl"

@@ -102,7 +102,7 @@ class LocalDevice:
 
     profile: AcceleratorProfile
     device_name: str
-    index: int | None  # NVML index for GPUs
+    index: int | None  # NVML index for NVIDIA GPUs, AMD SMI index for AMD GPUs
 
 
 def nvidia_devices() -> list[tuple[int, str]]:
@@ -126,6 +126,31 @@ def nvidia_devices() -> list[tuple[int, str]]:
         return found
     finally:
         pynvml.nvmlShutdown()
+
+
+def amd_devices() -> list[tuple[int, str]]:
+    """(AMD SMI index, name) of the AMD GPUs this process may use (ROCR_/HIP_VISIBLE_DEVICES honoured), or []
+    when the amdsmi package, the amdgpu driver or a GPU is missing (amdsmi imported lazily)."""
+    try:
+        from .meters.amdsmi import import_amdsmi, visible_gpus
+        from .meters.registry import MeterUnavailable
+
+        amdsmi = import_amdsmi()
+    except MeterUnavailable:
+        return []
+    try:
+        amdsmi.amdsmi_init()
+    except Exception:  # AmdSmiLibraryException: no driver or GPU
+        return []
+    try:
+        return visible_gpus(amdsmi)
+    except Exception:  # AmdSmiException while listing: treat as no AMD GPU rather than failing the run
+        return []
+    finally:
+        try:
+            amdsmi.amdsmi_shut_down()
+        except Exception:
+            pass
 
 
 def nvidia_device_names() -> list[str]:
@@ -163,15 +188,18 @@ def detect_devices(
     gpu_names: list[str] | None = None,
     brand: str | None = None,
     gpu_indices: list[int] | None = None,
+    amd_gpus: list[tuple[int, str]] | None = None,
 ) -> list[LocalDevice]:
     """Accelerators present here, best first (GPUs, then an Apple SoC), always ending with ``cpu``.
 
     A GPU's ``index`` is its NVML index (what the nvml meter reads), for the GPUs that
     CUDA_VISIBLE_DEVICES leaves visible; ``gpu_indices`` gives them when ``gpu_names`` is passed in.
+    AMD GPUs follow, with their AMD SMI index (``amd_gpus``, found through amdsmi when nothing is passed in).
     """
     if gpu_names is None:
         visible = nvidia_devices()
         gpu_names, gpu_indices = [name for _, name in visible], [index for index, _ in visible]
+        amd_gpus = amd_devices() if amd_gpus is None else amd_gpus
     gpu_indices = list(range(len(gpu_names))) if gpu_indices is None else gpu_indices
     brand = cpu_brand() if brand is None else brand
     found: list[LocalDevice] = []
@@ -179,6 +207,12 @@ def detect_devices(
     for index, name in zip(gpu_indices, gpu_names):
         # An NVIDIA GPU without a profile of its own is still measured (NVML), under a generic profile.
         profile = match_profile(name, gpu_profiles) or profiles.get("nvidia-gpu")
+        if profile is not None:
+            found.append(LocalDevice(profile, name, index))
+    amd_profiles = [p for p in profiles.values() if p.vendor == "amd" and p.kind == "gpu"]
+    for index, name in amd_gpus or []:
+        # like NVIDIA's, an AMD GPU without a profile of its own is measured (amdsmi) under a generic one
+        profile = match_profile(name, amd_profiles) or profiles.get("amd-gpu")
         if profile is not None:
             found.append(LocalDevice(profile, name, index))
     soc = match_profile(brand, [p for p in profiles.values() if p.kind == "soc" and p.vendor == "apple"])

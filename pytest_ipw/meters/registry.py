@@ -19,6 +19,8 @@ from .base import MeterUnavailable  # noqa: F401  (raised by every sensor module
 
 METER_MODULES: dict[str, str] = {
     "nvml": "pytest_ipw.meters.nvml",
+    "amdsmi": "pytest_ipw.meters.amdsmi",
+    "hwmon": "pytest_ipw.meters.hwmon",
     "rapl": "pytest_ipw.meters.rapl",
     "powermetrics": "pytest_ipw.meters.powermetrics",
     "ioreport": "pytest_ipw.meters.ioreport",
@@ -75,7 +77,8 @@ def _split_sum(text: str) -> list[str]:
 def parse_meter_spec(text: str) -> list[MeterSpec]:
     """Parse ``--ipw-meter``: one part, or several to be summed, joined by "," or "+".
 
-    ``nvml``, ``nvml:all``, ``nvml:1``, ``rapl``, ``rapl:psys``, ``powermetrics``, ``ioreport``,
+    ``nvml``, ``nvml:all``, ``nvml:1``, ``amdsmi``, ``amdsmi:all``, ``hwmon``, ``hwmon:VDD_GPU_SOC``, ``rapl``,
+    ``rapl:psys``, ``powermetrics``, ``ioreport``,
     ``prometheus+http://host:9400/metrics#gpu=0``, ``replay:trace.csv``, ``estimate``;
     ``nvml+rapl`` and ``nvml,rapl`` are the same sum.
     """
