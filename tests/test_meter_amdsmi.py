@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ipw.accelerators import amd_devices, detect_devices, load_profiles
-from pytest_ipw.errors import IPWUsageError
+from pytest_ipw.hardware.profiles import amd_devices, detect_devices, load_profiles
+from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.meters import amdsmi as amd
 from pytest_ipw.meters.amdsmi import (
     FLAG_DIE_NO_POWER,

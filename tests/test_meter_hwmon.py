@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ipw.accelerators import load_profiles
-from pytest_ipw.errors import IPWUsageError
+from pytest_ipw.hardware.profiles import load_profiles
+from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.meters import hwmon
 from pytest_ipw.meters.base import FLAG_COUNTER_RESET, FLAG_NO_UPDATE, MEASURED
 from pytest_ipw.meters.combined import SumMeter

@@ -132,8 +132,8 @@ def amd_devices() -> list[tuple[int, str]]:
     """(AMD SMI index, name) of the AMD GPUs this process may use (ROCR_/HIP_VISIBLE_DEVICES honoured), or []
     when the amdsmi package, the amdgpu driver or a GPU is missing (amdsmi imported lazily)."""
     try:
-        from .meters.amdsmi import import_amdsmi, visible_gpus
-        from .meters.registry import MeterUnavailable
+        from pytest_ipw.core.errors import MeterUnavailable
+        from pytest_ipw.hardware.amd import import_amdsmi, visible_gpus
 
         amdsmi = import_amdsmi()
     except MeterUnavailable:

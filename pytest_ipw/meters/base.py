@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from pytest_ipw.core import defaults
-from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.core.errors import IPWUsageError, MeterUnavailable  # noqa: F401  (re-exported: sensor modules raise it)
 
 MEASURED = "measured"
 ESTIMATED = "estimated"
@@ -91,10 +91,6 @@ class Measurement:
         if self.extra:
             data["extra"] = dict(self.extra)
         return data
-
-
-class MeterUnavailable(Exception):
-    """The sensor is not usable on this machine; the message says why and what would fix it."""
 
 
 class MeterFailure(IPWUsageError):

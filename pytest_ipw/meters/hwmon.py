@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..accelerators import AcceleratorProfile
+from pytest_ipw.hardware.profiles import AcceleratorProfile
 from .base import (
     DEFAULT_SAMPLE_HZ,
     FLAG_COUNTER_RESET,
@@ -47,7 +47,7 @@ from .base import (
     PowerSampler,
     sample_interval_s,
 )
-from .registry import MeterUnavailable
+from .base import MeterUnavailable
 
 DEFAULT_ROOT = Path("/sys/class/hwmon")
 #: Jetson rails that carry the whole module's input: measured alone, the other rails being inside them
