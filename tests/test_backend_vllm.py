@@ -294,7 +294,7 @@ def fake_vllm(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
-    monkeypatch.setattr(vllm_backend, "_in_process_cuda_pin", None)
+    monkeypatch.setattr(vllm_backend, "_in_process_cuda_pin", None, raising=False)
     GPU_MEMORY.clear()
     yield SimpleNamespace(vllm=module, torch=torch, nvml=nvml)
     GPU_MEMORY.clear()
