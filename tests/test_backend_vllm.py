@@ -222,7 +222,7 @@ class FakeNvml(types.SimpleNamespace):
     """The NVML calls of the adapter and of GPU detection (tests/test_meter_nvml.py fakes the meter's)."""
 
     def __init__(self, gpus: int = 4, broken: bool = False):
-        super().__init__(NVMLError=NVMLError, gpus=gpus, broken=broken, open=0)
+        super().__init__(NVMLError=NVMLError, gpus=gpus, broken=broken, open=0, mig={"MIG-aaaa": 2, "MIG-bbbb": 1})
 
     def nvmlInit(self) -> None:
         if self.broken:
@@ -245,6 +245,17 @@ class FakeNvml(types.SimpleNamespace):
 
     def nvmlDeviceGetUUID(self, handle: tuple[str, int]) -> bytes:
         return uuid_of(handle[1]).encode()
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> tuple[str, str]:
+        if uuid not in self.mig:
+            raise NVMLError("Not Found")
+        return ("mig", uuid)
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: tuple[str, str]) -> tuple[str, int]:
+        return ("gpu", self.mig[handle[1]])
+
+    def nvmlDeviceGetIndex(self, handle: tuple[str, int]) -> int:
+        return handle[1]
 
 
 def uuid_of(index: int) -> str:
@@ -363,6 +374,13 @@ def test_a_users_cuda_visible_devices_is_narrowed_for_the_load_and_restored(fake
     with pytest.raises(IPWUsageError):
         load("vllm:broken/model", gpu(3))
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,1"  # restored after a failed load too
+
+
+def test_a_mig_instance_the_user_named_stays_the_engines_device(fake_vllm, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-gone,MIG-aaaa,MIG-bbbb")  # detection: parents 2 and 1
+    load(accelerator=gpu(1))  # a GPU in MIG mode is usable only through its instances
+    assert fake_vllm.vllm.engines[0].visible_devices == "MIG-bbbb"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "MIG-gone,MIG-aaaa,MIG-bbbb"
 
 
 @pytest.mark.parametrize(("in_process", "torch_state", "refused"), [

@@ -158,8 +158,10 @@ def check(spec: ModelSpec) -> None:
         raise IPWUsageError(f"--ipw-model=vllm:{spec.location} needs vLLM, which is not installed: {INSTALL_HINT}")
 
 
-def gpu_uuid(index: int, device_name: str) -> str:
-    """The NVML UUID (``GPU-...``) of the GPU with NVML index ``index``."""
+def gpu_pin(index: int, device_name: str) -> str:
+    """What CUDA_VISIBLE_DEVICES names for an engine on the GPU with NVML index ``index``: its NVML UUID
+    (``GPU-...``), or the MIG instance of it that CUDA_VISIBLE_DEVICES already names (CUDA can use a GPU in
+    MIG mode only through its instances; the meter measures the whole GPU either way)."""
     try:
         import pynvml
     except ImportError:
@@ -170,6 +172,14 @@ def gpu_uuid(index: int, device_name: str) -> str:
         raise IPWUsageError(f"vLLM found no usable NVIDIA GPU: NVML could not start ({exc}); check the driver with "
                             "nvidia-smi") from None
     try:
+        for entry in (e.strip() for e in os.environ.get(VISIBLE_DEVICES, "").split(",")):
+            if entry.startswith("MIG-"):
+                try:
+                    parent = pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(pynvml.nvmlDeviceGetHandleByUUID(entry))
+                    if int(pynvml.nvmlDeviceGetIndex(parent)) == index:
+                        return entry
+                except pynvml.NVMLError:
+                    continue
         uuid = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(index))
     except pynvml.NVMLError as exc:
         raise IPWUsageError(f"vLLM cannot use GPU {index} ({device_name}): NVML says {exc}; check it with "
@@ -245,8 +255,9 @@ def load(spec: ModelSpec, settings: GenerationSettings, accelerator: Any) -> VLL
             "openai+http://... against a server"
         )
     device_label = f"GPU {accelerator.index} ({accelerator.device_name})"
-    # The engine must run on the GPU whose meter (NVML index) measures this target: pinned by UUID.
-    pin = (gpu_uuid(accelerator.index, accelerator.device_name)
+    # The engine must run on the GPU whose meter (NVML index) measures this target: pinned by UUID, which does
+    # not depend on CUDA_DEVICE_ORDER as an index would.
+    pin = (gpu_pin(accelerator.index, accelerator.device_name)
            if profile.vendor == "nvidia" and accelerator.index is not None else None)
     try:
         import vllm
