@@ -82,6 +82,10 @@ def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[
                      "charged to each (README: Concurrency); the raw window energy is joules_window in --ipw-json")
     elif workers > 1:
         lines.append(f"energy: {workers} xdist workers ran, and no two query windows overlapped on one sensor")
+    no_ttft = sum(1 for r in records if "ttft_s" in r and r["ttft_s"] is None)
+    if no_ttft:
+        lines.append(f"timing: {no_ttft} of {len(records)} answer(s) have no time to first token (ttft_s is null; "
+                     "backend_extra.ttft_definition in --ipw-json says why, where the backend knows)")
     truncated = sum(1 for r in records if r.get("truncated"))
     if truncated:
         lines.append(f"output: {truncated} answer(s) hit the token limit (--ipw-max-tokens) and were cut off")
