@@ -251,11 +251,11 @@ class RunOptions:
 
     def answer_settings(self) -> dict[str, Any]:
         """The options that decide the answers (the journal's fingerprint holds them)."""
-        return {f.name: getattr(self, f.name) for f, spec in declared_options() if spec.decides_answers}
+        return {ini_name(f): _jsonable(getattr(self, f.name)) for f, spec in declared_options() if spec.decides_answers}
 
     def recorded(self) -> dict[str, Any]:
-        """Every option's value and where it came from, for the results' settings."""
-        return {f.name: {"value": _jsonable(getattr(self, f.name)), "from": self.sources.get(f.name, "default")}
+        """Every option's value and where it came from, for the results' settings (keyed by ini key)."""
+        return {ini_name(f): {"value": _jsonable(getattr(self, f.name)), "from": self.sources.get(f.name, "default")}
                 for f, _ in declared_options()}
 
 
@@ -272,14 +272,15 @@ def declared_options() -> Iterator[tuple[dataclasses.Field, OptionSpec]]:
 
 
 def ini_name(f: dataclasses.Field) -> str:
-    return "ipw_" + f.name
+    """The ini key (and pytest's dest) of an option: its flag, ``--ipw-max-tokens`` -> ``ipw_max_tokens``."""
+    return f.metadata["ipw"].flag[2:].replace("-", "_")
 
 
 def add_options(parser: pytest.Parser) -> None:
     """The pytest options and ini keys, from the declarations."""
     group = parser.getgroup(*GROUP)
     for f, spec in declared_options():
-        kwargs: dict[str, Any] = {"dest": "ipw_" + f.name, "help": _help(spec, f), "default": None}
+        kwargs: dict[str, Any] = {"dest": ini_name(f), "help": _help(spec, f), "default": None}
         if spec.kind == "flag":
             kwargs["action"] = "store_true"
         elif spec.kind == "list":
@@ -343,7 +344,7 @@ def read_options(config: pytest.Config) -> RunOptions:
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for f, spec in declared_options():
-        given = config.getoption("ipw_" + f.name)
+        given = config.getoption(ini_name(f))
         if given is not None and given != []:
             values[f.name] = _from_text(f, spec, given, spec.flag) if spec.kind != "flag" else bool(given)
             sources[f.name] = "command line"

@@ -98,7 +98,7 @@ def test_machine_id_option_and_ini_key_pin_the_id(project: pytest.Pytester):
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["compared with ci-gpu-box/0001_*"])
     options = json.loads((project.path / "r.json").read_text())["settings"]["options"]
-    assert options["machine_id"] == {"value": "ci-gpu-box", "from": "ini"}
+    assert options["ipw_machine_id"] == {"value": "ci-gpu-box", "from": "ini"}
     bad = run(project, "good/model.jsonl", "--ipw-machine-id=../escape")
     assert bad.ret == 4
     bad.stderr.fnmatch_lines(["*pytest-ipw:*a name is 1-64 letters*"])
@@ -124,10 +124,10 @@ ipw_compare_fail = ["accuracy:2pt", "ipw:5%"]
     result.assert_outcomes(passed=3)
     document = json.loads((project.path / "r.json").read_text())
     options = document["settings"]["options"]
-    assert options["limit"] == {"value": 3, "from": "command line"}
-    assert options["max_tokens"] == {"value": 32, "from": "ini"}
-    assert options["compare_fail"] == {"value": ["accuracy:2pt", "ipw:5%"], "from": "ini"}
-    assert options["temperature"]["from"] == "default"
+    assert options["ipw_limit"] == {"value": 3, "from": "command line"}
+    assert options["ipw_max_tokens"] == {"value": 32, "from": "ini"}
+    assert options["ipw_compare_fail"] == {"value": ["accuracy:2pt", "ipw:5%"], "from": "ini"}
+    assert options["ipw_temperature"]["from"] == "default"
     assert document["settings"]["generation"]["max_tokens"] == 32
     assert len(list((project.path / ".ipw").glob("*/*.json"))) == 1  # ipw_autosave
 

@@ -132,7 +132,7 @@ def test_resume_under_other_settings_is_refused(pytester: pytest.Pytester):
     pytester.runpytest(*base_args(model), "--ipw-journal=j.jsonl")
     result = pytester.runpytest(*base_args(model), "--ipw-journal=j.jsonl", "--ipw-resume", "--ipw-max-tokens=32")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*j.jsonl was written by a run with other settings (generation differ)*"
+    result.stderr.fnmatch_lines(["*j.jsonl was written by a run with other settings (ipw_max_tokens differ)*"
                                  "Rerun without --ipw-resume*"])
     result = pytester.runpytest(*base_args(model), "--ipw-journal=none.jsonl", "--ipw-resume")
     result.stderr.fnmatch_lines(["*--ipw-resume: no journal at none.jsonl*"])

@@ -166,9 +166,9 @@ class IPWSession:
         size = os.path.getsize(dataset) if os.path.isfile(dataset) else None
         # the options declared as deciding the answers, plus what they resolved to
         return fingerprint({
-            "options": o.answer_settings(), "dataset": [os.path.abspath(dataset), size],
-            "models": [(m.backend, m.location) for m in self.models],
-            "accelerators": [t.device.profile.name for t in self.targets],
+            **o.answer_settings(), "dataset_file": [os.path.abspath(dataset), size],
+            "model_specs": [(m.backend, m.location) for m in self.models],
+            "accelerator_profiles": [t.device.profile.name for t in self.targets],
         })
 
     @property
