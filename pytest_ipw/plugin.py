@@ -326,3 +326,49 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
         return measure(query)
 
     return run
+
+
+@pytest.fixture
+def ipw_record(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any, power_meter: Any) -> Iterator[Any]:
+    """Hand over what a benchmark of your own measured; it becomes a record like ``ipw_bench``'s.
+
+    Every window opened on ``power_meter`` during the test is counted (summed, each kept as a part); the
+    response is scored by the query's scorer unless ``correct=`` gives the verdict. ``ipw_record.resumed``
+    is the record an interrupted run already finished (``--ipw-resume``): skip the work then.
+
+    Example (a 3-sample vote)::
+
+        def test_vote(ipw_model, power_meter, ipw_query, ipw_record):
+            if ipw_record.resumed:
+                return
+            answers = []
+            for seed in range(3):
+                with power_meter.window():
+                    answers.append(ipw_model.generate(ipw_query.prompt))
+            best = majority(answers)
+            ipw_record(best.text, generations=answers)
+    """
+    from pytest_ipw.run.custom import PipelineRecorder
+
+    query = request.getfixturevalue("ipw_query") if "ipw_query" in request.fixturenames else None
+    recorder = PipelineRecorder(_ipw(request.config), ipw_target, power_meter,
+                                benchmark=request.node.nodeid.split("[", 1)[0], query=query)
+
+    resumed = recorder.resumed
+    if resumed is not None:  # finished by an interrupted run: it counts now, whether or not the test skips its work
+        _publish(request, resumed)
+
+    def record(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            result = recorder(*args, **kwargs)
+        except IPWUsageError as exc:  # misuse in the test: one clear failure, no traceback from inside
+            pytest.fail(f"pytest-ipw: {exc}", pytrace=False)
+        if result is not resumed:
+            _publish(request, result)
+        return result
+
+    record.resumed = resumed  # type: ignore[attr-defined]
+    try:
+        yield record
+    finally:
+        recorder.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pytest_ipw.core import defaults
@@ -61,6 +61,20 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def generate(self, prompt: str) -> Generation:
         """Answer one user prompt with the backend's settings (chat template applied by the backend)."""
+
+    def generate_sampled(self, prompt: str, *, temperature: float, seed: int) -> Generation:
+        """One answer sampled with another temperature and seed than the run's (a self-consistency vote).
+
+        Backends read ``self.settings`` when they generate, so the settings are swapped for this one call.
+        """
+        saved = getattr(self, "settings", None)
+        if not isinstance(saved, GenerationSettings):
+            raise NotImplementedError(f"the {self.kind} backend keeps no GenerationSettings to sample with")
+        self.settings = replace(saved, temperature=temperature, seed=seed)
+        try:
+            return self.generate(prompt)
+        finally:
+            self.settings = saved
 
     def generate_batch(self, prompts: list[str]) -> list[Generation]:
         """Answer several prompts; backends that batch natively override this (and set ``batches``)."""

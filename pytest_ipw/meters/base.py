@@ -118,6 +118,7 @@ class Meter(abc.ABC):
 
     def __init__(self) -> None:
         self._started_at: float | None = None
+        self._listeners: list[Callable[[Measurement], None]] = []
         #: the idle baseline (see :meth:`measure_idle`); once set, every window carries its ``idle_watts``
         self.idle: Measurement | None = None
 
@@ -153,7 +154,18 @@ class Meter(abc.ABC):
             measurement = replace(measurement, idle_watts=self.idle.watts)
             if measurement.joules < self.idle.watts * measurement.seconds:
                 measurement = _with_flag(measurement, FLAG_BELOW_IDLE)
+        for listener in tuple(getattr(self, "_listeners", ())):  # a subclass may skip Meter.__init__
+            listener(measurement)
         return measurement
+
+    def add_listener(self, listener: Callable[[Measurement], None]) -> None:
+        """Call ``listener`` with every window's measurement from now on (``ipw_record`` collects a test's windows)."""
+        self.__dict__.setdefault("_listeners", []).append(listener)
+
+    def remove_listener(self, listener: Callable[[Measurement], None]) -> None:
+        listeners = getattr(self, "_listeners", [])
+        if listener in listeners:
+            listeners.remove(listener)
 
     def measure_idle(self, seconds: float, sleep: Callable[[float], None] = time.sleep) -> Measurement:
         """Measure the machine doing nothing for ``seconds``; later windows get its mean power as ``idle_watts``.
