@@ -56,6 +56,9 @@ def add_options(parser: pytest.Parser) -> None:
     add("--ipw-columns", metavar="FIELD=COLUMN[,...]", default=None,
         help="map a data set's columns to query fields: prompt, answer, choices, domain, id, split, scorer, "
              "tolerance, difficulty (e.g. prompt=question,answer=label).")
+    add("--ipw-skip-invalid", action="store_true", default=False,
+        help="leave out rows of your own query file that are not valid queries (counted and named in the report) "
+             "instead of stopping; hub data sets always do this.")
     add("--ipw-sample-seed", metavar="N", type=int, default=None,
         help="draw --ipw-limit queries at random with this seed (still stratified by domain); "
              "default: file order.")
@@ -158,6 +161,7 @@ class RunOptions:
     request_timeout: float = 120.0
     retries: int = 2
     batch_size: int = 1
+    skip_invalid: bool = False
 
     @property
     def explicitly_used(self) -> bool:
@@ -212,6 +216,7 @@ def read_options(config: pytest.Config) -> RunOptions:
         request_timeout=get("ipw_timeout"),
         retries=get("ipw_retries"),
         batch_size=get("ipw_batch_size"),
+        skip_invalid=get("ipw_skip_invalid"),
     )
     _check_ranges(options)
     return options

@@ -18,7 +18,7 @@ RECORD_FIELDS = (
     "reference", "extracted", "correct", "unscorable", "truncated", "tokens_in", "tokens_out", "latency_s",
     "ttft_s", "joules", "watts", "seconds", "meter", "provenance", "energy_domain", "meter_flags",
     "joules_active", "idle_watts", "energy_basis", "energy_parts", "meter_extra", "window_start", "window_end",
-    "correct_strict", "extracted_strict", "token_source", "judge",
+    "correct_strict", "extracted_strict", "token_source", "judge", "strict_protocol",
 )
 
 
@@ -73,6 +73,7 @@ def make_record(
         "extracted_strict": score.extracted_strict,
         "token_source": generation.token_source,
         "judge": score.judge,
+        "strict_protocol": query.protocol,  # the data set's official extraction behind correct_strict, if any
     }
 
 

@@ -198,7 +198,9 @@ def test_natural_reasoning_and_wildchat_are_judged_against_their_references(hub)
 def test_gsm8k_takes_the_number_after_hashes(hub):
     queries = load_query_set(hf(hub, "openai/gsm8k")).queries  # config main, split test by default
     assert [(q.answer, q.scorer, q.domain) for q in queries] == [("7", "numeric", "math"), ("1000", "numeric", "math")]
-    assert queries[0].prompt.endswith('"The answer is N" where N is the final number.')
+    # GSM8K's own answer format, the one its official extraction reads (strict = the number after ####)
+    assert queries[0].prompt.endswith('a last line "#### N" where N is the final number.')
+    assert {q.protocol for q in queries} == {"gsm8k"}
 
 
 def test_builtin_mappings_are_found_by_repository_name():
