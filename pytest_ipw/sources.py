@@ -113,6 +113,8 @@ def _gpqa(row: dict[str, Any], index: int) -> dict[str, Any]:
     # letter is stable across runs and machines and not always A.
     record = str(row.get("Record ID") or index)
     options = [row["Correct Answer"], row["Incorrect Answer 1"], row["Incorrect Answer 2"], row["Incorrect Answer 3"]]
+    if any(o is None or not str(o).strip() for o in options):  # would become an option "None" or ""
+        raise RowSkipped("an answer option is empty")
     options = [str(o).strip() for o in options]
     order = list(range(4))
     random.Random(int(hashlib.sha256(record.encode()).hexdigest()[:16], 16)).shuffle(order)
