@@ -96,6 +96,15 @@ def judge_cost(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def _protocol_notes(summary: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Once per official protocol in use: where this reproduction knowingly differs from the authors' script."""
+    from .protocols import PROTOCOLS
+
+    used = sorted({o["protocol"] for row in summary for o in row.get("official_strict") or ()})
+    return [f"scoring: {PROTOCOLS[name].title} differs from the official script: {PROTOCOLS[name].deviations}"
+            for name in used if name in PROTOCOLS and PROTOCOLS[name].deviations]
+
+
 def quality_lines(records: Sequence[Mapping[str, Any]], max_tokens: int | None = None) -> list[str]:
     """Report lines: strict vs flexible where they differ in kind, truncation flags, judge cost."""
     lines = []
@@ -127,6 +136,7 @@ def quality_lines(records: Sequence[Mapping[str, Any]], max_tokens: int | None =
         if "chunks" in row["token_sources"]:
             lines.append(f"tokens: {system}: the server sent no usage counts; output tokens are streamed chunks "
                          "counted, prompt tokens unknown")
+    lines.extend(_protocol_notes(summary))
     cost = judge_cost(records)
     if cost is not None:
         energy = "n/a" if cost["joules"] is None else f"{cost['joules']:.3g} J {'/'.join(cost['energy_provenance']).upper()}"

@@ -12,6 +12,11 @@
 
 Every source ends up as :class:`~pytest_ipw.queries.Query` objects; selection (domains, limit, seed,
 weights) is :func:`pytest_ipw.queries.select_queries`. ``datasets`` is imported only here, lazily.
+
+Real hub data has rows a mapping cannot turn into a valid query (MMLU-Pro questions left with one option):
+they are left out, counted and named in ``QuerySet.sources[].skipped`` and the report, and the run goes
+on; a user's own file stays strict unless ``--ipw-skip-invalid``. A built-in mapping also names its data
+set's official answer extraction (:mod:`pytest_ipw.protocols`), which becomes the strict reading.
 """
 
 from __future__ import annotations
