@@ -129,7 +129,7 @@ def _gpqa(row: dict[str, Any], index: int) -> dict[str, Any]:
             "domain": row.get("High-level domain") or "gpqa", "split": "reasoning", "scorer": "choice"}
 
 
-def _natural_reasoning(row: dict[str, Any], index: int) -> dict[str, Any] | None:
+def _natural_reasoning(row: dict[str, Any], index: int) -> dict[str, Any]:
     # NaturalReasoning: question, reference_answer, responses [{response_model, response}]. Free-form
     # references: a judge compares the answer with the reference.
     reference = row.get("reference_answer")
@@ -139,7 +139,7 @@ def _natural_reasoning(row: dict[str, Any], index: int) -> dict[str, Any] | None
             "domain": "natural_reasoning", "split": "reasoning", "scorer": "judge"}
 
 
-def _wildchat(row: dict[str, Any], index: int) -> dict[str, Any] | None:
+def _wildchat(row: dict[str, Any], index: int) -> dict[str, Any]:
     # WildChat: conversation [{role, content, language, toxic, redacted, ...}], conversation_hash (1M) or
     # conversation_id (older releases). The first user turn is the query; the assistant's reply in the data
     # set is the reference the judge compares with. Toxic or empty openings are skipped.
