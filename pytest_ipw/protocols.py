@@ -15,13 +15,14 @@ extraction protocol, so they have none here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # queries imports this module lazily; no import cycle at run time
     from .queries import Query
 
-__all__ = ["Protocol", "PROTOCOLS", "official_answer", "protocol_title"]
+__all__ = ["PROTOCOLS", "Protocol", "official_answer", "protocol_title"]
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,10 @@ class Protocol:
     name: str  # the key in PROTOCOLS, stored on queries and records
     title: str  # what the report says: "strict = <title>"
     source: str  # the evaluation code it reproduces
-    extract: Callable[[str, "Query"], str | None]  # response, query -> the answer the official code extracts
+    extract: Callable[[str, Query], str | None]  # response, query -> the answer the official code extracts
     deviations: str = ""  # where this reproduction knowingly differs from the official numbers
 
-    def read(self, query: "Query", response: str) -> tuple[bool, str | None]:
+    def read(self, query: Query, response: str) -> tuple[bool, str | None]:
         """(correct, extracted): the official comparison is exact string equality with the reference."""
         extracted = self.extract(response or "", query)
         return extracted is not None and extracted == query.answer, extracted
@@ -55,7 +56,7 @@ _MMLU_PRO_ANSWER_COLON = re.compile(r"(?=[aA]nswer:\s*([A-J]))")  # every start,
 _STANDALONE_LETTER = re.compile(r"\b([A-J])\b")
 
 
-def _mmlu_pro(response: str, query: "Query") -> str | None:
+def _mmlu_pro(response: str, query: Query) -> str | None:
     match = _MMLU_PRO_FIRST.search(response)
     if match:
         return match.group(1)
@@ -75,7 +76,7 @@ def _mmlu_pro(response: str, query: "Query") -> str | None:
 _GSM8K_FINAL = re.compile(r"#### (-?[0-9.,]+)")  # the first "#### N"; commas dropped; compared as text
 
 
-def _gsm8k(response: str, query: "Query") -> str | None:
+def _gsm8k(response: str, query: Query) -> str | None:
     match = _GSM8K_FINAL.search(response)
     return match.group(1).strip().replace(",", "") if match else None
 
@@ -89,7 +90,7 @@ _GPQA_PATTERNS = tuple(re.compile(p) for p in (
     r"answer is \((.)\)", r"Answer: \((.)\)", r"answer: \((.)\)", r"answer \((.)\)", r"\((.)\)"))
 
 
-def _gpqa(response: str, query: "Query") -> str | None:
+def _gpqa(response: str, query: Query) -> str | None:
     for pattern in _GPQA_PATTERNS:
         match = pattern.search(response)
         if match and match.group(1) in ("A", "B", "C", "D"):
@@ -131,7 +132,7 @@ def _last_line_then_all(text: str, patterns: tuple[re.Pattern[str], ...]) -> re.
     return None
 
 
-def _supergpqa(response: str, query: "Query") -> str | None:
+def _supergpqa(response: str, query: Query) -> str | None:
     match = _last_line_then_all(response, _SUPERGPQA_LABELS)
     if match:
         return match.group(1)
@@ -173,6 +174,6 @@ def protocol_title(name: str | None) -> str:
     return protocol.title if protocol else name
 
 
-def official_answer(query: "Query", response: str) -> tuple[bool, str | None]:
+def official_answer(query: Query, response: str) -> tuple[bool, str | None]:
     """(correct, extracted) under the query's protocol; the query must name one in PROTOCOLS."""
     return PROTOCOLS[str(query.protocol)].read(query, response)

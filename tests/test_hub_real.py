@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_sources import no_network  # noqa: F401  (autouse: no network, Hub offline)
 
 from pytest_ipw.errors import IPWUsageError
 from pytest_ipw.protocols import PROTOCOLS, official_answer
@@ -23,7 +24,6 @@ from pytest_ipw.quality import quality_lines, quality_summary
 from pytest_ipw.queries import Query, SkippedRows, select_queries
 from pytest_ipw.scoring import score
 from pytest_ipw.sources import load_query_set, skipped_lines
-from test_sources import no_network  # noqa: F401  (autouse: no network, Hub offline)
 
 DATA = Path(__file__).parent / "data" / "hub"
 
