@@ -135,6 +135,10 @@ class RunOptions:
     domains: list[str] | None = option(
         None, "--ipw-domains", DATA, metavar="D[,D...]", parse=_csv, names_input=True, decides_answers=True,
         help="only queries of these domains.")
+    skip_invalid: bool = option(
+        False, "--ipw-skip-invalid", DATA, kind="flag", decides_answers=True,
+        help="skip rows of your own query file that are not valid queries, counting and naming them in the report "
+             "and JSON, instead of stopping at the first one (hub data sets always skip such rows).")
     judge: str | None = option(
         None, "--ipw-judge", DATA, metavar="SPEC", names_input=True, decides_answers=True,
         help="model that grades open-ended answers (scorer judge), any --ipw-model spec. Default: smollm2-135m "

@@ -177,8 +177,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for line in provenance_notes(ipw.records, notes, workers=getattr(config.option, "numprocesses", None) or 0):
         write(line)
     from pytest_ipw.analysis.quality import quality_lines
+    from pytest_ipw.queries.sources import skipped_lines
 
-    for line in quality_lines(ipw.records, ipw.options.max_tokens):
+    for line in skipped_lines(ipw.query_set.sources) + quality_lines(ipw.records, ipw.options.max_tokens):
         write(line, red=line.startswith("OUTPUT TRUNCATED"))
     if ipw.options.json_path:
         error = ipw.results.get("write_error")

@@ -172,8 +172,8 @@ def test_mmlu_pro_maps_ten_options_letters_and_categories(hub):
 
 def test_supergpqa_uses_answer_letter_and_discipline(hub):
     queries = load_query_set(hf(hub, "m-a-p/SuperGPQA")).queries
-    assert [(q.id, q.answer, q.domain, q.difficulty) for q in queries] == [
-        ("supergpqa-a1", "B", "Science", "easy"), ("supergpqa-a2", "A", "Medicine", "middle")]
+    assert [(q.id, q.answer, q.domain, q.difficulty, q.protocol) for q in queries] == [
+        ("supergpqa-a1", "B", "Science", "easy", "supergpqa"), ("supergpqa-a2", "A", "Medicine", "middle", "supergpqa")]
 
 
 def test_gpqa_shuffles_options_stably_and_keeps_the_right_letter(hub):
@@ -184,21 +184,38 @@ def test_gpqa_shuffles_options_stably_and_keeps_the_right_letter(hub):
         assert sorted(query.choices) == sorted([row["Correct Answer"], row["Incorrect Answer 1"],
                                                 row["Incorrect Answer 2"], row["Incorrect Answer 3"]])
     assert [(q.answer, q.choices) for q in first] == [(q.answer, q.choices) for q in again]  # seeded by Record ID
-    assert {q.domain for q in first} == {"Physics", "Chemistry"}
+    assert {q.domain for q in first} == {"Physics", "Chemistry"} and {q.protocol for q in first} == {"gpqa"}
 
 
 def test_natural_reasoning_and_wildchat_are_judged_against_their_references(hub):
-    natural = load_query_set(hf(hub, "facebook/natural_reasoning")).queries
-    assert len(natural) == 1 and natural[0].scorer == "judge" and natural[0].answer.startswith("Rayleigh")
-    wildchat = load_query_set(hf(hub, "allenai/WildChat-1M")).queries
-    assert [(q.id, q.prompt, q.answer, q.split, q.scorer) for q in wildchat] == [
-        ("wildchat-h1", "Write a haiku about rain.", "Soft rain on the roof...", "chat", "judge")]  # toxic one skipped
+    natural = load_query_set(hf(hub, "facebook/natural_reasoning"))
+    assert len(natural.queries) == 1 and natural.queries[0].scorer == "judge"
+    assert natural.queries[0].answer.startswith("Rayleigh") and natural.queries[0].protocol is None  # judged: no protocol
+    assert natural.sources[0]["skipped"]["rows"] == [{"row": "row 2", "reason": "no reference answer"}]
+    wildchat = load_query_set(hf(hub, "allenai/WildChat-1M"))
+    assert [(q.id, q.prompt, q.answer, q.split, q.scorer) for q in wildchat.queries] == [
+        ("wildchat-h1", "Write a haiku about rain.", "Soft rain on the roof...", "chat", "judge")]
+    # the toxic opening is left out, and says so
+    assert wildchat.sources[0]["skipped"]["rows"] == [{"row": "wildchat-h2 (row 2)", "reason": "opening turn flagged toxic"}]
 
 
 def test_gsm8k_takes_the_number_after_hashes(hub):
     queries = load_query_set(hf(hub, "openai/gsm8k")).queries  # config main, split test by default
     assert [(q.answer, q.scorer, q.domain) for q in queries] == [("7", "numeric", "math"), ("1000", "numeric", "math")]
-    assert queries[0].prompt.endswith('"The answer is N" where N is the final number.')
+    # GSM8K's own answer format, the one its official extraction reads (strict = the number after ####)
+    assert queries[0].prompt.endswith('a last line "#### N" where N is the final number.')
+    assert {q.protocol for q in queries} == {"gsm8k"}
+
+
+def test_a_hub_row_the_mapping_cannot_read_is_skipped_not_fatal(tmp_path):
+    copy = tmp_path / "Idavidrein" / "gpqa"
+    copy.mkdir(parents=True)
+    broken = dict(GPQA[1], **{"Record ID": "recC", "Incorrect Answer 3": None})  # a missing value in one row
+    pacsv.write_csv(pa.Table.from_pylist([GPQA[0], broken]), copy / "gpqa_diamond.csv")
+    (copy / "README.md").write_text(_yaml_configs({"gpqa_diamond": {"train": "gpqa_diamond.csv"}}))
+    qs = load_query_set(f"hf:{copy}")
+    assert [q.id for q in qs.queries] == ["gpqa-recA"]
+    assert qs.sources[0]["skipped"]["rows"] == [{"row": "gpqa-recC (row 2)", "reason": "an answer option is empty"}]
 
 
 def test_builtin_mappings_are_found_by_repository_name():

@@ -4,7 +4,10 @@ Pure functions over per-query records (so they work the same after xdist, or on 
 - **strict / flexible** accuracy: flexible is the headline accuracy (the robust extractors of
   :mod:`pytest_ipw.scoring`); strict counts only answers given in the requested format
   (``The answer is (X)``, ``#### N``...), like lm-evaluation-harness's strict-match. A wide gap means the
-  model knows more than it follows instructions.
+  model knows more than it follows instructions. Queries of a data set with a published extraction protocol
+  (MMLU-Pro, GSM8K, GPQA, SuperGPQA: :mod:`pytest_ipw.queries.protocols`) take their strict reading from it instead,
+  so that strict accuracy can be set beside the authors' numbers; the report names the protocol and says
+  where strict and flexible differ by more than :data:`GAP_POINTS`.
 - **output-length guard**: the mean output length beside accuracy, and a flag for a model whose answers
   are cut off at ``--ipw-max-tokens`` often enough to understate its accuracy.
 - **judge cost**: tokens and energy the judge spent, kept apart from the model's figures.
@@ -17,6 +20,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 #: share of truncated answers from which a model × accelerator is flagged
 TRUNCATION_FLAG_SHARE = 0.10
+#: strict/flexible gap (percentage points) from which the report says the two readings differ
+GAP_POINTS = 1.0
 
 
 def _groups(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
@@ -47,7 +52,26 @@ def quality_summary(records: Sequence[Mapping[str, Any]], max_tokens: int | None
             "truncation_flag": share >= TRUNCATION_FLAG_SHARE,
             "max_tokens": max_tokens,
             "token_sources": sorted({str(r.get("token_source") or "runtime") for r in group}),
+            "official_strict": _official_strict(group),
         })
+    return rows
+
+
+def _official_strict(group: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Strict vs flexible accuracy of the queries scored under each data set's official protocol."""
+    from pytest_ipw.queries.protocols import protocol_title
+
+    by_protocol: dict[str, list[Mapping[str, Any]]] = {}
+    for record in group:
+        if record.get("strict_protocol"):
+            by_protocol.setdefault(str(record["strict_protocol"]), []).append(record)
+    rows = []
+    for name, records in sorted(by_protocol.items()):
+        n = len(records)
+        strict = sum(1 for r in records if r.get("correct_strict")) / n
+        flexible = sum(1 for r in records if r["correct"]) / n
+        rows.append({"protocol": name, "title": protocol_title(name), "queries": n, "accuracy_strict": strict,
+                     "accuracy_flexible": flexible, "gap_points": 100 * (flexible - strict)})
     return rows
 
 
@@ -72,6 +96,15 @@ def judge_cost(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def _protocol_notes(summary: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Once per official protocol in use: where this reproduction knowingly differs from the authors' script."""
+    from pytest_ipw.queries.protocols import PROTOCOLS
+
+    used = sorted({o["protocol"] for row in summary for o in row.get("official_strict") or ()})
+    return [f"scoring: {PROTOCOLS[name].title} differs from the official script: {PROTOCOLS[name].deviations}"
+            for name in used if name in PROTOCOLS and PROTOCOLS[name].deviations]
+
+
 def quality_lines(records: Sequence[Mapping[str, Any]], max_tokens: int | None = None) -> list[str]:
     """Report lines: strict vs flexible where they differ in kind, truncation flags, judge cost."""
     lines = []
@@ -79,9 +112,22 @@ def quality_lines(records: Sequence[Mapping[str, Any]], max_tokens: int | None =
     for row in summary:
         system = f"{row['model']}@{row['accelerator']}"
         if row["accuracy_strict"] is not None:
+            official = row["official_strict"]
+            if not official:
+                meaning = "only answers in the requested format"
+            else:
+                named = ", ".join(o["title"] for o in official)
+                rest = row["queries"] - sum(o["queries"] for o in official)
+                meaning = f"strict = {named}" + (f"; the project's format rule on the other {rest}" if rest else "")
             lines.append(f"scoring: {system}: accuracy {row['accuracy_flexible']:.3f} flexible, "
-                         f"{row['accuracy_strict']:.3f} strict (only answers in the requested format); "
+                         f"{row['accuracy_strict']:.3f} strict ({meaning}); "
                          f"mean {row['mean_tokens_out']:.1f} tokens out")
+            for part in official:
+                if abs(part["gap_points"]) > GAP_POINTS:
+                    lines.append(f"scoring: {system}: on {part['queries']} queries strict ({part['title']}) "
+                                 f"{part['accuracy_strict']:.3f} and flexible (the project's reading) "
+                                 f"{part['accuracy_flexible']:.3f} differ by {abs(part['gap_points']):.1f} points; "
+                                 "set the strict figure beside published numbers")
         if row["truncation_flag"]:
             limit = f" of --ipw-max-tokens={max_tokens}" if max_tokens else ""
             lines.append(f"OUTPUT TRUNCATED: {system}: {row['truncated']} of {row['queries']} answers "
@@ -90,6 +136,7 @@ def quality_lines(records: Sequence[Mapping[str, Any]], max_tokens: int | None =
         if "chunks" in row["token_sources"]:
             lines.append(f"tokens: {system}: the server sent no usage counts; output tokens are streamed chunks "
                          "counted, prompt tokens unknown")
+    lines.extend(_protocol_notes(summary))
     cost = judge_cost(records)
     if cost is not None:
         energy = "n/a" if cost["joules"] is None else f"{cost['joules']:.3g} J {'/'.join(cost['energy_provenance']).upper()}"

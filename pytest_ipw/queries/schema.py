@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
 
@@ -39,6 +39,7 @@ class Query:
     difficulty: str | None = None
     aliases: tuple[str, ...] = field(default=())
     source: str | None = None  # the data set it came from, in a mix of several (weights apply per source)
+    protocol: str | None = None  # official strict extraction (a key of protocols.PROTOCOLS), from a hub mapping
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,7 +54,33 @@ class Query:
             "difficulty": self.difficulty,
             "aliases": list(self.aliases),
             "source": self.source,
+            "protocol": self.protocol,
         }
+
+
+@dataclass
+class SkippedRows:
+    """Rows left out of a query set, and why: counted, and named up to :attr:`NAMED` rows, for the report and
+    ``settings.dataset_sources[].skipped``. Hub data sets always skip what their mapping cannot use; a
+    user's own file only with ``--ipw-skip-invalid`` (otherwise its first bad row is an error)."""
+
+    NAMED: ClassVar[int] = 50  # rows named individually; the rest are counted by reason
+    REASONS: ClassVar[int] = 20  # distinct reasons kept; further ones are counted as "other reasons"
+    count: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    rows: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, row: str, reason: str) -> None:
+        """Count one left-out row: ``row`` names it (its id and place), ``reason`` says why."""
+        self.count += 1
+        key = reason if reason in self.by_reason or len(self.by_reason) < self.REASONS else "other reasons"
+        self.by_reason[key] = self.by_reason.get(key, 0) + 1
+        if len(self.rows) < self.NAMED:
+            self.rows.append({"row": row, "reason": reason})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "by_reason": dict(self.by_reason), "rows": list(self.rows),
+                "rows_named": len(self.rows)}
 
 
 def _is_missing(value: Any) -> bool:
@@ -125,6 +152,12 @@ def query_from_row(row: dict[str, Any]) -> Query:
         except re.error as exc:
             raise ValueError(f"answer is not a valid regular expression ({exc})") from None
     difficulty = row.get("difficulty")
+    protocol = None if _is_missing(row.get("protocol")) else str(row["protocol"]).strip()
+    if protocol is not None:
+        from pytest_ipw.queries.protocols import PROTOCOLS
+
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r} (expected one of: {', '.join(PROTOCOLS)})")
     return Query(
         id=str(row["id"]).strip(),
         prompt=str(row["prompt"]),
@@ -137,6 +170,7 @@ def query_from_row(row: dict[str, Any]) -> Query:
         difficulty=None if _is_missing(difficulty) else str(difficulty),
         aliases=_as_str_tuple(row.get("aliases"), "aliases"),
         source=None if _is_missing(row.get("source")) else str(row["source"]),
+        protocol=protocol,
     )
 
 
@@ -204,8 +238,10 @@ def query_file_kind(path: Path) -> str:
     return builder
 
 
-def load_queries(path: str | os.PathLike[str] | None = None) -> list[Query]:
-    """Load and validate a query set file. Every problem is an :class:`IPWUsageError` naming file and line."""
+def load_queries(path: str | os.PathLike[str] | None = None, skipped: SkippedRows | None = None) -> list[Query]:
+    """Load and validate a query set file. Every problem is an :class:`IPWUsageError` naming file and line,
+    except that with ``skipped`` (``--ipw-skip-invalid``) invalid rows and repeated ids are left out and
+    counted there instead."""
     path = Path(path) if path is not None else DEFAULT_QUERY_SET
     builder = query_file_kind(path)
     if builder == "json":
@@ -221,15 +257,37 @@ def load_queries(path: str | os.PathLike[str] | None = None) -> list[Query]:
         try:
             query = query_from_row(row)
         except ValueError as exc:
-            raise IPWUsageError(f"query set {path}, {place}: {exc}. Fix that row.") from None
+            if skipped is not None:
+                skipped.add(row_label(row.get("id") if isinstance(row, dict) else None, place), str(exc))
+                continue
+            raise IPWUsageError(f"query set {path}, {place}: {exc}. Fix that row, or pass --ipw-skip-invalid to "
+                                "leave invalid rows out (they are counted and named in the report).") from None
         if query.id in seen:
+            if skipped is not None:
+                skipped.add(row_label(query.id, place), "duplicate id (the first is kept)")
+                continue
             raise IPWUsageError(
                 f"query set {path}, {place}: duplicate id {query.id!r} (first at {_row_place(seen[query.id], line_numbers, path)}). "
                 "Ids must be unique."
             )
         seen[query.id] = index
         queries.append(query)
+    if not queries:
+        raise IPWUsageError(f"query set {path} has no valid rows ({skipped_summary(skipped)}); fix the file")
     return queries
+
+
+def skipped_summary(skipped: SkippedRows | None) -> str:
+    """ "3 skipped: 2 missing required field(s): answer; 1 duplicate id" (for messages and report lines)."""
+    if skipped is None or not skipped.count:
+        return "none skipped"
+    reasons = "; ".join(f"{count} {reason}" for reason, count in skipped.by_reason.items())
+    return f"{skipped.count} skipped: {reasons}"
+
+
+def row_label(ident: Any, place: str) -> str:
+    """How a skipped row is named: "ID (line 7)", or only its place when it has no id."""
+    return place if _is_missing(ident) else f"{ident} ({place})"
 
 
 def _row_place(index: int, line_numbers: list[int] | None, path: Path) -> str:

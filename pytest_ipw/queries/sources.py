@@ -12,6 +12,11 @@
 
 Every source ends up as :class:`~pytest_ipw.queries.Query` objects; selection (domains, limit, seed,
 weights) is :func:`pytest_ipw.queries.select_queries`. ``datasets`` is imported only here, lazily.
+
+Real hub data has rows a mapping cannot turn into a valid query (MMLU-Pro questions left with one option):
+they are left out, counted and named in ``QuerySet.sources[].skipped`` and the report, and the run goes
+on; a user's own file stays strict unless ``--ipw-skip-invalid``. A built-in mapping also names its data
+set's official answer extraction (:mod:`pytest_ipw.queries.protocols`), which becomes the strict reading.
 """
 
 from __future__ import annotations
@@ -31,15 +36,20 @@ from pytest_ipw.queries.schema import (
     DEFAULT_QUERY_SET,
     LETTERS_FOR_CHOICES,
     Query,
+    SkippedRows,
     load_queries,
     query_file_kind,
     query_from_row,
+    row_label,
+    skipped_summary,
 )
 
 #: fields a column mapping can fill (README "Query set schema")
 MAPPABLE = ("id", "prompt", "answer", "choices", "domain", "split", "scorer", "tolerance", "difficulty", "aliases")
 CHOICE_INSTRUCTION = 'Finish your answer with "The answer is (X)" where X is the letter of the correct option.'
 MATH_INSTRUCTION = 'Finish your answer with "The answer is N" where N is the final number.'
+# GSM8K's own answer format, which its official extraction reads (protocols.PROTOCOLS["gsm8k"])
+GSM8K_INSTRUCTION = 'Finish your answer with a last line "#### N" where N is the final number.'
 
 
 @dataclass
@@ -57,6 +67,10 @@ class QuerySet:
 # --------------------------------------------------------------------------------------------------
 
 
+class RowSkipped(ValueError):
+    """A hub row that a built-in mapping leaves out, and why (counted and named in the report, never silent)."""
+
+
 @dataclass(frozen=True)
 class HubMapping:
     """How rows of one hub data set become queries."""
@@ -64,9 +78,11 @@ class HubMapping:
     name: str  # short name: query id prefix and mix source name
     repo: str  # the hub id it was written for
     columns: tuple[str, ...]  # columns it reads (checked before mapping: a schema change is one clear error)
-    convert: Callable[[dict[str, Any], int], dict[str, Any] | None]  # row, index -> README-schema row or None (skip)
+    convert: Callable[[dict[str, Any], int], dict[str, Any]]  # row, index -> README-schema row; RowSkipped to leave out
     config: str | None = None
     split: str | None = None
+    id_column: str | None = None  # names a skipped row in the report
+    protocol: str | None = None  # the data set's official strict extraction (pytest_ipw.queries.protocols)
 
 
 def _lettered(question: str, options: list[str], instruction: str = CHOICE_INSTRUCTION) -> str:
@@ -79,6 +95,10 @@ def _mmlu_pro(row: dict[str, Any], index: int) -> dict[str, Any]:
     options = [str(o) for o in row["options"]]
     while options and options[-1].strip() == "N/A" and len(options) - 1 > int(row["answer_index"]):
         options.pop()  # some copies pad to 10 options with "N/A"
+    if len(options) < 2:  # some hub revisions hold questions left with one real option and "N/A" padding
+        raise RowSkipped(f"fewer than two options once 'N/A' padding is dropped ({len(options)})")
+    if not 0 <= int(row["answer_index"]) < len(options):
+        raise RowSkipped(f"answer_index {row['answer_index']} is not one of its {len(options)} options")
     return {"id": f"mmlu-pro-{row['question_id']}", "prompt": _lettered(row["question"], options),
             "answer": LETTERS_FOR_CHOICES[int(row["answer_index"])], "choices": options, "domain": row["category"],
             "split": "reasoning", "scorer": "choice"}
@@ -98,6 +118,8 @@ def _gpqa(row: dict[str, Any], index: int) -> dict[str, Any]:
     # letter is stable across runs and machines and not always A.
     record = str(row.get("Record ID") or index)
     options = [row["Correct Answer"], row["Incorrect Answer 1"], row["Incorrect Answer 2"], row["Incorrect Answer 3"]]
+    if any(o is None or not str(o).strip() for o in options):  # would become an option "None" or ""
+        raise RowSkipped("an answer option is empty")
     options = [str(o).strip() for o in options]
     order = list(range(4))
     random.Random(int(hashlib.sha256(record.encode()).hexdigest()[:16], 16)).shuffle(order)
@@ -107,25 +129,29 @@ def _gpqa(row: dict[str, Any], index: int) -> dict[str, Any]:
             "domain": row.get("High-level domain") or "gpqa", "split": "reasoning", "scorer": "choice"}
 
 
-def _natural_reasoning(row: dict[str, Any], index: int) -> dict[str, Any] | None:
+def _natural_reasoning(row: dict[str, Any], index: int) -> dict[str, Any]:
     # NaturalReasoning: question, reference_answer, responses [{response_model, response}]. Free-form
     # references: a judge compares the answer with the reference.
     reference = row.get("reference_answer")
     if not reference or not str(reference).strip():
-        return None
+        raise RowSkipped("no reference answer")
     return {"id": f"natural-reasoning-{index + 1:07d}", "prompt": row["question"], "answer": str(reference),
             "domain": "natural_reasoning", "split": "reasoning", "scorer": "judge"}
 
 
-def _wildchat(row: dict[str, Any], index: int) -> dict[str, Any] | None:
+def _wildchat(row: dict[str, Any], index: int) -> dict[str, Any]:
     # WildChat: conversation [{role, content, language, toxic, redacted, ...}], conversation_hash (1M) or
     # conversation_id (older releases). The first user turn is the query; the assistant's reply in the data
     # set is the reference the judge compares with. Toxic or empty openings are skipped.
     turns = row.get("conversation") or []
     user = next((t for t in turns if t.get("role") == "user"), None)
     reply = next((t for t in turns if t.get("role") == "assistant"), None)
-    if not user or not reply or not str(user.get("content") or "").strip() or user.get("toxic"):
-        return None
+    if not user or not str(user.get("content") or "").strip():
+        raise RowSkipped("no user turn with text")
+    if not reply:
+        raise RowSkipped("no assistant reply to compare with")
+    if user.get("toxic"):
+        raise RowSkipped("opening turn flagged toxic")
     ident = row.get("conversation_hash") or row.get("conversation_id") or f"{index + 1:07d}"
     return {"id": f"wildchat-{ident}", "prompt": user["content"], "answer": reply.get("content") or "",
             "domain": "wildchat", "split": "chat", "scorer": "judge", "difficulty": user.get("language")}
@@ -134,24 +160,29 @@ def _wildchat(row: dict[str, Any], index: int) -> dict[str, Any] | None:
 def _gsm8k(row: dict[str, Any], index: int) -> dict[str, Any]:
     # GSM8K: question, answer (worked solution ending "#### N")
     solution = str(row["answer"])
+    if "####" not in solution:
+        raise RowSkipped("the solution has no '#### N' final answer")
     final = solution.rsplit("####", 1)[-1].strip().replace(",", "")
-    return {"id": f"gsm8k-{index + 1:05d}", "prompt": f"{row['question'].strip()}\n{MATH_INSTRUCTION}",
+    return {"id": f"gsm8k-{index + 1:05d}", "prompt": f"{row['question'].strip()}\n{GSM8K_INSTRUCTION}",
             "answer": final, "domain": "math", "split": "reasoning", "scorer": "numeric"}
 
 
 BUILTIN_MAPPINGS: dict[str, HubMapping] = {
     m.name: m for m in (
         HubMapping("mmlu-pro", "TIGER-Lab/MMLU-Pro", ("question_id", "question", "options", "answer_index", "category"),
-                   _mmlu_pro, split="test"),
+                   _mmlu_pro, split="test", id_column="question_id", protocol="mmlu-pro"),
         HubMapping("supergpqa", "m-a-p/SuperGPQA", ("uuid", "question", "options", "answer_letter", "discipline"),
-                   _supergpqa, split="train"),
+                   _supergpqa, split="train", id_column="uuid", protocol="supergpqa"),
         HubMapping("gpqa", "Idavidrein/gpqa", ("Question", "Correct Answer", "Incorrect Answer 1",
                                                "Incorrect Answer 2", "Incorrect Answer 3"),
-                   _gpqa, config="gpqa_diamond", split="train"),
+                   _gpqa, config="gpqa_diamond", split="train", id_column="Record ID", protocol="gpqa"),
+        # free-form references compared by a judge: no published extraction protocol
         HubMapping("natural-reasoning", "facebook/natural_reasoning", ("question", "reference_answer"),
                    _natural_reasoning, split="train"),
-        HubMapping("wildchat", "allenai/WildChat-1M", ("conversation",), _wildchat, split="train"),
-        HubMapping("gsm8k", "openai/gsm8k", ("question", "answer"), _gsm8k, config="main", split="test"),
+        HubMapping("wildchat", "allenai/WildChat-1M", ("conversation",), _wildchat, split="train",
+                   id_column="conversation_hash"),
+        HubMapping("gsm8k", "openai/gsm8k", ("question", "answer"), _gsm8k, config="main", split="test",
+                   protocol="gsm8k"),
     )
 }
 
@@ -286,8 +317,13 @@ def _source_name(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-") or "data"
 
 
-def load_query_set(spec: str | None, columns: str | None = None) -> QuerySet:
-    """Load what ``--ipw-dataset`` names (default: the shipped set). Every problem is one IPWUsageError."""
+def load_query_set(spec: str | None, columns: str | None = None, skip_invalid: bool = False) -> QuerySet:
+    """Load what ``--ipw-dataset`` names (default: the shipped set). Every problem is one IPWUsageError.
+
+    Rows of a hub data set that its built-in mapping cannot use are always left out, counted and named in
+    ``sources[].skipped``; a user's own file (or a user's ``--ipw-columns`` mapping) fails on its first bad
+    row unless ``skip_invalid`` (``--ipw-skip-invalid``) applies the same rule to it.
+    """
     mapping = parse_columns(columns)
     if spec is None:
         if mapping:
@@ -296,12 +332,12 @@ def load_query_set(spec: str | None, columns: str | None = None) -> QuerySet:
                         sources=[{"kind": "file", "spec": str(DEFAULT_QUERY_SET)}])
     text = spec.strip()
     if text.startswith("mix:"):
-        return _load_mix(text[4:], mapping)
-    name, queries, info = _load_single(text, mapping)
+        return _load_mix(text[4:], mapping, skip_invalid)
+    name, queries, info = _load_single(text, mapping, skip_invalid)
     return QuerySet(queries, text, sources=[info])
 
 
-def _load_mix(body: str, mapping: dict[str, str]) -> QuerySet:
+def _load_mix(body: str, mapping: dict[str, str], skip_invalid: bool) -> QuerySet:
     parts = [p.strip() for p in body.split(",") if p.strip()]
     if len(parts) < 2:
         raise IPWUsageError(f"--ipw-dataset=mix:{body}: a mix names at least two data sets, comma-separated, "
@@ -316,7 +352,7 @@ def _load_mix(body: str, mapping: dict[str, str]) -> QuerySet:
             source_spec, weight = match.group(1), float(match.group(2))
         if weight <= 0:
             raise IPWUsageError(f"--ipw-dataset mix: weight of {source_spec} must be positive, got {weight:g}")
-        name, loaded, info = _load_single(source_spec, mapping)
+        name, loaded, info = _load_single(source_spec, mapping, skip_invalid)
         if name in weights:
             raise IPWUsageError(f"--ipw-dataset mix names the data set {name!r} twice; give each once (weight with *W)")
         weights[name] = weight
@@ -339,16 +375,24 @@ def _tagged(query: Query, name: str) -> Query:
     return replace(query, id=ident, source=name)
 
 
-def _load_single(text: str, mapping: dict[str, str]) -> tuple[str, list[Query], dict[str, Any]]:
+def _load_single(text: str, mapping: dict[str, str], skip_invalid: bool) -> tuple[str, list[Query], dict[str, Any]]:
+    skipped = SkippedRows() if skip_invalid else None  # a user's own rows: strict unless --ipw-skip-invalid
     if text.startswith("hf:"):
-        return _load_hub(text[3:], mapping)
+        return _load_hub(text[3:], mapping, skipped)
     path = Path(text).expanduser()
     name = _source_name(text)
     if not mapping:
-        queries = load_queries(path)
-        return name, [q if q.source else _with_source(q, name) for q in queries], {"kind": "file", "spec": text}
+        queries = load_queries(path, skipped)
+        info = {"kind": "file", "spec": text, "loaded": len(queries), "skipped": _skipped_info(skipped)}
+        return name, [q if q.source else _with_source(q, name) for q in queries], info
     rows = _read_rows(path)
-    return name, _queries_from_rows(rows, mapping, str(path), name), {"kind": "file", "spec": text, "columns": mapping}
+    queries = _queries_from_rows(rows, mapping, str(path), name, skipped)
+    return name, queries, {"kind": "file", "spec": text, "columns": mapping, "rows": len(rows), "loaded": len(queries),
+                           "skipped": _skipped_info(skipped)}
+
+
+def _skipped_info(skipped: SkippedRows | None) -> dict[str, Any] | None:
+    return skipped.to_dict() if skipped is not None else None
 
 
 def _with_source(query: Query, name: str) -> Query:
@@ -380,7 +424,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return table.to_list()
 
 
-def _queries_from_rows(rows: list[dict[str, Any]], mapping: dict[str, str], where: str, name: str) -> list[Query]:
+def _queries_from_rows(rows: list[dict[str, Any]], mapping: dict[str, str], where: str, name: str,
+                       skipped: SkippedRows | None = None) -> list[Query]:
     if not rows:
         raise IPWUsageError(f"query set {where} has no rows")
     full = _check_columns(mapping, rows[0].keys(), where)
@@ -390,13 +435,22 @@ def _queries_from_rows(rows: list[dict[str, Any]], mapping: dict[str, str], wher
         try:
             query = query_from_row(map_row(row, full, index, name))
         except (ValueError, KeyError) as exc:
+            if skipped is not None:
+                skipped.add(f"row {index + 1}", f"{exc} (after --ipw-columns)")
+                continue
             raise IPWUsageError(f"query set {where}, row {index + 1}: {exc} (after --ipw-columns). Fix that row "
-                                "or the mapping.") from None
+                                "or the mapping, or pass --ipw-skip-invalid to leave invalid rows out (they are "
+                                "counted and named in the report).") from None
         if query.id in seen:
+            if skipped is not None:
+                skipped.add(row_label(query.id, f"row {index + 1}"), "duplicate id (the first is kept)")
+                continue
             raise IPWUsageError(f"query set {where}, row {index + 1}: duplicate id {query.id!r}; map a unique "
                                 "column with --ipw-columns=id=COLUMN, or leave id unmapped (row numbers are used)")
         seen.add(query.id)
         queries.append(query)
+    if not queries:
+        raise IPWUsageError(f"query set {where} has no valid rows ({skipped_summary(skipped)}); fix the mapping")
     return queries
 
 
@@ -421,7 +475,7 @@ def parse_hub_spec(body: str) -> tuple[str, dict[str, str]]:
     return ident.strip(), options
 
 
-def _load_hub(body: str, mapping: dict[str, str]) -> tuple[str, list[Query], dict[str, Any]]:
+def _load_hub(body: str, mapping: dict[str, str], skipped: SkippedRows | None) -> tuple[str, list[Query], dict[str, Any]]:
     ident, options = parse_hub_spec(body)
     builtin: HubMapping | None = None
     if options.get("mapping"):
@@ -446,7 +500,9 @@ def _load_hub(body: str, mapping: dict[str, str]) -> tuple[str, list[Query], dic
             "fingerprint": getattr(table, "_fingerprint", None),
             "mapping": builtin.name if builtin and not mapping else {"columns": mapping}}
     if mapping:
-        return name, _queries_from_rows(table.to_list(), mapping, f"hf:{ident}", name), info
+        queries = _queries_from_rows(table.to_list(), mapping, f"hf:{ident}", name, skipped)
+        info.update(loaded=len(queries), skipped=_skipped_info(skipped))
+        return name, queries, info
     missing = [c for c in builtin.columns if c not in table.column_names]
     if missing:
         raise IPWUsageError(
@@ -454,24 +510,57 @@ def _load_hub(body: str, mapping: dict[str, str]) -> tuple[str, list[Query], dic
             f"columns are: {', '.join(table.column_names)}); map them with --ipw-columns=prompt=...,answer=..."
         )
     wanted = [c for c in table.column_names if c in _extra_columns(builtin)]
+    queries, left_out = _builtin_queries(table.select_columns(wanted).to_list() if wanted else table.to_list(), builtin)
+    info.update(loaded=len(queries), skipped=left_out.to_dict(), protocol=builtin.protocol)
+    if not queries:
+        raise IPWUsageError(f"hf:{ident} ({split}) has no usable rows ({skipped_summary(left_out)})")
+    return name, queries, info
+
+
+def _builtin_queries(rows: list[dict[str, Any]], builtin: HubMapping) -> tuple[list[Query], SkippedRows]:
+    """Queries from a hub data set's rows through its built-in mapping. A row the mapping cannot turn into a
+    valid query (real data has them: MMLU-Pro rows left with one option) is left out and recorded, never
+    silently and never by stopping the run: the data set is the authors', not the user's to fix."""
     queries: list[Query] = []
+    skipped = SkippedRows()
     seen: set[str] = set()
-    for index, row in enumerate(table.select_columns(wanted).to_list() if wanted else table.to_list()):
-        converted = builtin.convert(row, index)
-        if converted is None:
-            continue
-        converted["source"] = builtin.name
+    for index, row in enumerate(rows):
         try:
+            converted = builtin.convert(row, index)
+            converted.update(source=builtin.name, protocol=builtin.protocol)
             query = query_from_row(converted)
-        except (ValueError, KeyError, IndexError) as exc:
-            raise IPWUsageError(f"hf:{ident}, row {index + 1}: cannot be read with the {builtin.name} mapping ({exc})") from None
+        except (ValueError, KeyError, IndexError, TypeError) as exc:  # RowSkipped is a ValueError
+            reason = str(exc) if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {exc}"
+            skipped.add(_hub_row_label(builtin, row, index), reason)
+            continue
         if query.id in seen:  # some copies repeat rows: keep the first
+            skipped.add(_hub_row_label(builtin, row, index), "duplicate id (the first is kept)")
             continue
         seen.add(query.id)
         queries.append(query)
-    if not queries:
-        raise IPWUsageError(f"hf:{ident} ({split}) has no usable rows")
-    return name, queries, info
+    return queries, skipped
+
+
+def _hub_row_label(builtin: HubMapping, row: dict[str, Any], index: int) -> str:
+    ident = row.get(builtin.id_column) if builtin.id_column else None
+    return row_label(None if ident is None else f"{builtin.name}-{ident}", f"row {index + 1}")
+
+
+def skipped_lines(sources: Iterable[dict[str, Any]]) -> list[str]:
+    """Report lines for the rows each data set left out: how many, why, and which (``settings.dataset_sources``)."""
+    lines = []
+    for info in sources:
+        skipped = info.get("skipped") or {}
+        if not skipped.get("count"):
+            continue
+        total = info.get("rows") or (info.get("loaded", 0) + skipped["count"])
+        lines.append(f"dataset {info.get('spec')}: {info.get('loaded')} of {total} rows loaded, {skipped['count']} "
+                     "skipped (rows that cannot become a valid query):")
+        for reason, count in skipped.get("by_reason", {}).items():
+            named = [r["row"] for r in skipped.get("rows", []) if r["reason"] == reason]
+            more = f" and {count - len(named)} more" if count > len(named) else ""
+            lines.append(f"  {count} x {reason}: {', '.join(named)}{more}")
+    return lines
 
 
 def _extra_columns(mapping: HubMapping) -> set[str]:

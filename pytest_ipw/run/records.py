@@ -18,7 +18,7 @@ RECORD_FIELDS = (
     "reference", "extracted", "correct", "unscorable", "truncated", "tokens_in", "tokens_out", "latency_s",
     "ttft_s", "joules", "watts", "seconds", "meter", "provenance", "energy_domain", "meter_flags",
     "joules_active", "idle_watts", "energy_basis", "energy_parts", "meter_extra", "window_start", "window_end",
-    "correct_strict", "extracted_strict", "token_source", "judge", "backend_extra",
+    "correct_strict", "extracted_strict", "token_source", "judge", "backend_extra", "strict_protocol",
 )
 
 
@@ -75,6 +75,7 @@ def make_record(
         "judge": score.judge,
         # what the backend says of this answer beyond the common fields (vllm: prefix-cache hits, TTFT definition)
         "backend_extra": dict(generation.extra) or None,
+        "strict_protocol": query.protocol,  # the data set's official extraction behind correct_strict, if any
     }
 
 

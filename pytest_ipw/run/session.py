@@ -126,7 +126,7 @@ class IPWSession:
         """The loaded data set(s): file, hub data set or mix (:mod:`pytest_ipw.sources`)."""
         from pytest_ipw.queries.sources import load_query_set
 
-        return load_query_set(self.options.dataset, self.options.columns)
+        return load_query_set(self.options.dataset, self.options.columns, self.options.skip_invalid)
 
     @functools.cached_property
     def all_queries(self) -> list[Query]:

@@ -476,6 +476,13 @@ def score(query: Query, response: str, judge: Callable[[Query, str], Score] | No
     except KeyError:
         raise ValueError(f"unknown scorer {query.scorer!r} for query {query.id!r}") from None
     result = scorer(query, response or "")
+    if query.protocol:  # a data set's official extraction is its strict reading (pytest_ipw.queries.protocols)
+        from dataclasses import replace
+
+        from pytest_ipw.queries.protocols import official_answer
+
+        correct, extracted = official_answer(query, response or "")
+        result = replace(result, correct_strict=correct, extracted_strict=extracted)
     if result.correct_strict is None:  # no separate strict reading: strict == flexible
         from dataclasses import replace
 
