@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+#: the repository, the tests' data and the real captured hardware outputs (wherever a test file lives)
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO / "tests" / "data"
+REAL_SAMPLES = TEST_DATA / "real-samples"
+
 FIXED_METER_CONFTEST = '''
 import pytest
 from pytest_ipw.meters.base import MEASURED, Measurement, Meter

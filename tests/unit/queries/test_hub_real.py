@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_sources import no_network  # noqa: F401  (autouse: no network, Hub offline)
+from support import TEST_DATA
 
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.queries.protocols import PROTOCOLS, official_answer
@@ -25,7 +25,7 @@ from pytest_ipw.queries.schema import Query, SkippedRows, select_queries
 from pytest_ipw.scoring.scorers import score
 from pytest_ipw.queries.sources import load_query_set, skipped_lines
 
-DATA = Path(__file__).parent / "data" / "hub"
+DATA = TEST_DATA / "hub"
 
 
 def rows(path: Path) -> list[dict]:

@@ -7,11 +7,11 @@ import re
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
+from support import REAL_SAMPLES
 
 from pytest_ipw.hardware.profiles import load_profiles
 from pytest_ipw.core.errors import IPWUsageError
@@ -20,7 +20,7 @@ from pytest_ipw.meters.base import FLAG_COUNTER_RESET, FLAG_NO_UPDATE, MEASURED,
 from pytest_ipw.meters.prometheus import DCGM_ENERGY, PrometheusMeter, parse_exposition, select_series
 from pytest_ipw.meters.registry import MeterUnavailable, select_meter
 
-SAMPLES = Path(__file__).parent / "data" / "real-samples"
+SAMPLES = REAL_SAMPLES
 PROFILES = load_profiles()
 
 

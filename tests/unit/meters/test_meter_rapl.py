@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from support import REAL_SAMPLES
 
 from pytest_ipw.hardware.profiles import load_profiles
 from pytest_ipw.core.errors import IPWUsageError
@@ -16,7 +17,7 @@ from pytest_ipw.meters.base import FLAG_MAY_HAVE_WRAPPED, MEASURED, MeterFailure
 from pytest_ipw.meters.rapl import RaplMeter, choose_zones, discover_zones
 from pytest_ipw.meters.registry import MeterUnavailable, select_meter
 
-SAMPLES = Path(__file__).parent / "data" / "real-samples"
+SAMPLES = REAL_SAMPLES
 PROFILES = load_profiles()
 RANGE_UJ = 262143328850  # max_energy_range_uj in both captures
 

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+from support import REAL_SAMPLES
 
 from pytest_ipw.hardware.profiles import load_profiles
 from pytest_ipw.core.errors import IPWUsageError
@@ -24,7 +25,7 @@ from pytest_ipw.meters.combined import SumMeter
 from pytest_ipw.meters.hwmon import HwmonMeter, choose_channels, discover
 from pytest_ipw.meters.registry import MeterUnavailable, parse_meter_spec, select_meter
 
-SAMPLES = Path(__file__).parent / "data" / "real-samples"
+SAMPLES = REAL_SAMPLES
 LACT = SAMPLES / "amdgpu_sysfs_hwmon-power_gpu_metrics_LACT-snapshots"
 TEGRASTATS = SAMPLES / "tegrastats_8-boards_TX1-TX2-Nano-AGXXavier-XavierNX-OrinNX-AGXOrin_datadog.txt"
 PROFILES = load_profiles()

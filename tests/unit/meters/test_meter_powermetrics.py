@@ -9,9 +9,9 @@ import re
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
+from support import REAL_SAMPLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +28,7 @@ from pytest_ipw.meters.powermetrics import (
 )
 from pytest_ipw.meters.registry import MeterUnavailable, select_meter
 
-RECORDED = Path(__file__).parent / "data" / "real-samples" / "powermetrics_plist_M4-Max_Mac16-5_macOS26.2_full_1sample.plist.gz"
+RECORDED = REAL_SAMPLES / "powermetrics_plist_M4-Max_Mac16-5_macOS26.2_full_1sample.plist.gz"
 PROFILES = load_profiles()
 
 

@@ -15,9 +15,9 @@ import re
 import struct
 import sys
 import types
-from pathlib import Path
 
 import pytest
+from support import REAL_SAMPLES
 
 from pytest_ipw.hardware.profiles import amd_devices, detect_devices, load_profiles
 from pytest_ipw.core.errors import IPWUsageError
@@ -38,7 +38,7 @@ from pytest_ipw.meters.base import (
 )
 from pytest_ipw.meters.registry import MeterUnavailable, select_meter
 
-SAMPLES = Path(__file__).parent / "data" / "real-samples"
+SAMPLES = REAL_SAMPLES
 PROFILES = load_profiles()
 FLOAT32_15_3 = struct.unpack("f", struct.pack("f", 15.3))[0]  # counter_resolution is a C float
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from support import fixed_meter_conftest
+from support import REPO, fixed_meter_conftest
 
 N = 6
 PIPELINE = '''
@@ -107,7 +106,7 @@ def test_pipeline_records_resume_and_compare(project: pytest.Pytester):
 
 
 def test_example_pipelines_run_on_the_recorded_model(project: pytest.Pytester):
-    examples = Path(__file__).resolve().parents[1] / "examples" / "pipelines"
+    examples = REPO / "examples" / "pipelines"
     for name in ("test_self_consistency.py", "test_answer_then_check.py"):
         (project.path / name).write_text((examples / name).read_text())
     (project.path / "test_pipeline.py").unlink()

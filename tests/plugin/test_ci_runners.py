@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from support import fixed_meter_conftest
+from support import REPO, fixed_meter_conftest
 
 from pytest_ipw.cli import main as cli_main
 from pytest_ipw.history.storage import load_run
@@ -212,7 +212,7 @@ def test_the_ci_recipes_use_only_declared_options_and_ini_keys():
 
     from pytest_ipw.options import declared_options, ini_name
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "ci.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "ci.md").read_text(encoding="utf-8")
     flags = {spec.flag for _, spec in declared_options()}
     keys = {ini_name(f) for f, spec in declared_options() if spec.ini}
     used_flags = set(re.findall(r"--ipw-[a-z-]+[a-z]", text))
