@@ -484,8 +484,9 @@ _LETTER_AT = re.compile(r"[\s\"'“”‘’]*(?P<open>[(\[])?(?P<letter>[A-Ja-j
 _AFTER_LETTER_A = re.compile(
     r"\s+(?:is|was|would|will|seems|looks|appears|should|must|might|could|fits|matches|sounds|it|definitely"
     r"|clearly|certainly|instead|then)\b")
-_HEDGED_LETTER = re.compile(r"\s*,?\s*(?:or|and|/|&)\s*(?:maybe\s+|perhaps\s+)?(?:option\s+|choice\s+)?[(\[]?"
-                            r"(?P<letter>[A-J])[)\]]?(?![\w'’])", re.IGNORECASE)
+# "B or D", "B/D", "B, or maybe D" right after a letter: a hedge (the second letter must be a capital).
+_HEDGED_LETTER = re.compile(r"\s*,?\s*(?i:or|and|/|&)\s*(?i:maybe\s+|perhaps\s+)?(?i:option\s+|choice\s+)?[(\[]?"
+                            r"(?P<letter>[A-J])[)\]]?(?![\w'’])")
 
 
 def _is_prose_letter(text: str, match_end: int, letter: str) -> bool:

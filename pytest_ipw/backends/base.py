@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def generate(self, prompt: str) -> Generation:
         """Answer one user prompt with the backend's settings (chat template applied by the backend)."""
+
+    def generate_choice(self, prompt: str, options: Sequence[str]) -> Generation:
+        """Answer with exactly one of ``options`` where the runtime can enforce it (a grammar, a JSON schema);
+        ``extra["constrained"]`` says how. This default cannot: it generates freely (``constrained`` None), and
+        the caller must treat any text other than an option as no answer."""
+        generation = self.generate(prompt)
+        return replace(generation, extra={**generation.extra, "constrained": None})
 
     def generate_batch(self, prompts: list[str]) -> list[Generation]:
         """Answer several prompts; backends that batch natively override this (and set ``batches``)."""
