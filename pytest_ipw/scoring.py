@@ -181,15 +181,21 @@ _CORRECTION = re.compile(
 )
 
 
-def _corrections(text: str) -> list[tuple[int, int]]:
-    """(cue start, corrected answer start) of each self-correction in ``text``, in order."""
+def _corrections(text: str) -> list[tuple[int, int, str]]:
+    """(cue start, corrected answer start, strength) of each self-correction in ``text``, in order.
+
+    Strength: "strong" (a strong cue: "Sorry, I mean"), "lead" (a weak cue with a lead-in: "Actually, it's"),
+    or "weak" ("Actually, oxygen is also needed" is a remark more often than a correction: the callers ask
+    more of what follows).
+    """
     found = []
     for match in _CORRECTION.finditer(text):
         if not re.search(r"\w", text[: match.start()]):
             continue  # nothing before it to correct ("No, because ...")
         if match.group("weak") and not (match.group("lead") or re.search(r"[^\w\s]", match.group("tail"))):
             continue  # "actually I used", "wait until": a remark, not a correction
-        found.append((match.start(), match.end()))
+        strength = "strong" if match.group("strong") else "lead" if match.group("lead") else "weak"
+        found.append((match.start(), match.end(), strength))
     return found
 
 
@@ -368,11 +374,18 @@ def _number_commitments(text: str) -> list[tuple[int, _Reading, bool]]:
             # strict (lm-evaluation-harness): the number right after "####" / "answer is"
             strict = bool(re.match(r"(?:####|answer\s+is\b:?)\s*\$?\s*-?\d", text[match.start():], re.IGNORECASE))
             found.append((match.start(), reading, strict))
-    for cue_start, answer_start in _corrections(text):
-        reading = _segment_value(_sentence(text, answer_start), at_start=True)
-        if reading is not None:
+    for cue_start, answer_start, strength in _corrections(text):
+        segment = _sentence(text, answer_start)
+        reading = _segment_value(segment, at_start=True)
+        if reading is not None and (strength != "weak" or "=" in segment or _bare_number(segment)):
             found.append((cue_start, reading, False))
     return sorted(found, key=lambda item: item[0])
+
+
+def _bare_number(segment: str) -> bool:
+    """A segment that is one number, perhaps with a unit word: "11.", "11 apples" (not "3 more apples arrive")."""
+    tokens = _tokens(segment)
+    return bool(tokens) and len(segment[tokens[0][1]:].split()) <= 1
 
 
 def _prepared_number_text(text: str) -> str:
@@ -526,8 +539,10 @@ def _letter_with_text(text: str, letter: str, after: int, choices: Sequence[str]
     return letter
 
 
-def _read_choice_at(text: str, position: int, valid: str, choices: Sequence[str]) -> str | _Hedge | None:
-    """The option a self-correction or marker names at ``position``: a letter or an option's text."""
+def _read_choice_at(text: str, position: int, valid: str, choices: Sequence[str],
+                    decisive: bool = True) -> str | _Hedge | None:
+    """The option a self-correction or marker names at ``position``: a letter or an option's text (which, when
+    not ``decisive``, must end its sentence: "Actually, oxygen." but not "Actually, oxygen is also needed")."""
     match = _LETTER_AT.match(text, position)
     if match:
         letter = match.group("letter")
@@ -541,7 +556,14 @@ def _read_choice_at(text: str, position: int, valid: str, choices: Sequence[str]
                     return _HEDGED
                 return _letter_with_text(text, letter.upper(), match.end(), choices)
     index = _option_at(text, position, choices[: len(valid)])
-    return LETTERS[index] if index is not None else None
+    if index is None:
+        return None
+    if not decisive:
+        rest = text[position:].lstrip(" \t\"'“”‘’:")
+        end = re.match(_phrase_pattern(choices[index]), rest, re.IGNORECASE).end()
+        if not re.match(r"\s*(?:$|[.!?;,)\n]|is\s+(?:the\s+)?(?:answer|correct|right)\b)", rest[end:], re.IGNORECASE):
+            return None
+    return LETTERS[index]
 
 
 _LETTER_ITEM = r"[(\[]?[A-Ja-j][)\]]?(?![\w'’])"
@@ -605,8 +627,8 @@ def extract_choice(text: str, n_choices: int, choices: Sequence[str] = ()) -> st
         index = _option_at(masked, match.end(), choices[: len(valid)])
         if index is not None:
             commitments.append((match.start(), LETTERS[index]))
-    for cue_start, answer_start in _corrections(masked):
-        reading = _read_choice_at(masked, answer_start, valid, choices)
+    for cue_start, answer_start, strength in _corrections(masked):
+        reading = _read_choice_at(masked, answer_start, valid, choices, decisive=strength != "weak")
         if reading is not None:
             commitments.append((cue_start, reading))
     if commitments:
@@ -763,11 +785,11 @@ def _exact_segment(response: str) -> str:
         if first is None:
             return ""
         start, segment = first.start(), first.group(0).strip()
-    for _, answer_start in reversed(_corrections(cleaned)):
+    for _, answer_start, strength in reversed(_corrections(cleaned)):
         if answer_start > start:
-            lead = re.match(_LEAD_IN, cleaned[answer_start:], re.IGNORECASE)
-            corrected = _sentence(cleaned, answer_start + (lead.end() if lead else 0)).strip()
-            if lead or _names_an_answer(corrected):
+            corrected = _sentence(cleaned, answer_start).strip()
+            # "it's the largest by far" after "Actually," is a remark; "Mercury is hotter" names an answer
+            if strength == "strong" or _names_an_answer(corrected):
                 return corrected
     return segment
 

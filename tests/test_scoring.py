@@ -243,6 +243,7 @@ def test_scientific_notation_and_scale_words(text: str, expected: float) -> None
     # a remark is not a correction
     ("The answer is 11. Actually, I used the fact that 4 + 6 is 10.", 11),
     ("4 + 7 = 11. Wait, let me double-check: yes, 11.", 11),
+    ("The answer is 11. Wait, 4 more would make 15.", 11),
     ("Here is my answer:\n42", 42),  # a marker that ends its line takes the next one
 ])
 def test_self_correction_the_last_committed_answer_counts(text: str, expected: float) -> None:
@@ -310,6 +311,8 @@ def test_rejected_options_are_not_picked(text: str, expected: str | None) -> Non
     ("A) Watt\n\nThe correct answer is A) Volt.", None),  # the final pick is contradictory
     ("A) Volt\nThe correct answer is: Ampere", "D"),  # the last commitment, by option text
     ("A) Watt", "A"),
+    ("Answer: D\nActually, Volt is also a unit.", "D"),  # a remark after "Actually," is not a correction
+    ("Answer: D. Actually, volt.", "C"),
 ])
 def test_choice_hedges_self_corrections_and_contradictions(text: str, expected: str | None) -> None:
     assert extract_choice(text, 4, AMPERE) == expected
