@@ -586,8 +586,11 @@ def _rejected_choices(text: str, valid: str, choices: Sequence[str]) -> str:
         spans.append(match.span())
     texts = "|".join(_phrase_pattern(o) for o in choices[: len(valid)] if o.strip())
     own_text = rf"(?:\s*[-:.]?\s*(?:{texts}))?" if texts else ""
-    for match in re.finditer(rf"(?<![\w'’])[(\[]?[A-J][)\]]?{own_text}{_REJECT_AFTER}", text):
-        spans.append(match.span())
+    # A capital letter (or a bracketed one), perhaps with its option's text, then the rejection: "B is wrong".
+    for match in re.finditer(rf"(?<![\w'’])(?:\((?i:[A-J])\)|\[(?i:[A-J])\]|[A-J]\)?){own_text}{_REJECT_AFTER}",
+                             text, re.IGNORECASE):
+        if match.group(0)[0] in "([" or match.group(0)[0].isupper():
+            spans.append(match.span())
     for option in choices[: len(valid)]:
         if option.strip():
             phrase = _phrase_pattern(option)
@@ -748,7 +751,9 @@ _ALTERNATIVE_AFTER = re.compile(r"\s*,?\s*[(\[]?\s*(?:\bor\b|/)\s*(?:maybe\s+|pe
                                 r"(?P<alt>[^.;!?\n)\]]*)", re.IGNORECASE)
 _ALTERNATIVE_BEFORE = re.compile(r"(?P<alt>[\w'][\w' .-]*?)\s*,?\s*(?:\bor\b|/)\s*(?:maybe\s+|perhaps\s+)?$",
                                  re.IGNORECASE)
-_COORDINATED_AFTER = re.compile(r"\s+and\s+(?:the\s+)?(?P<alt>\w+(?:\s+\w+){0,2})\s*(?:[.;!?)]|$)", re.IGNORECASE)
+# "the yen and the US dollar": a second thing named beside it, ending the clause (not "Paris and it is big").
+_COORDINATED_AFTER = re.compile(r"\s+and\s+(?:the\s+)?(?P<alt>(?!(?:it|its|is|was|are|has|have|he|she|they|this|that"
+                                r"|there|i|we|you)\b)\w+(?:\s+\w+)?)\s*(?:[.;!?)]|$)", re.IGNORECASE)
 _NOT_A_NAME = {"i", "it", "its", "this", "that", "the", "a", "an", "my", "we", "you", "he", "she", "they", "there",
                "here", "let", "so", "but", "and", "yes", "no", "ok", "okay", "well", "hmm"}
 
@@ -766,8 +771,10 @@ def _names_an_answer(segment: str) -> bool:
         return False
     if len(words) <= 2:
         return True
-    first = words[0].strip(_QUOTES + "*_(")
-    return bool(first) and (first[0].isupper() or first[0] in _QUOTES) and first.lower() not in _NOT_A_NAME
+    if words[0][0] in _QUOTES:  # a quoted word: "'tac'"
+        return True
+    first = words[0].strip("*_(")
+    return bool(first) and first[0].isupper() and first.lower() not in _NOT_A_NAME
 
 
 def _exact_segment(response: str) -> str:

@@ -329,6 +329,7 @@ def test_choice_hedges_self_corrections_and_contradictions(text: str, expected: 
     ("Madrid", "It's either Madrid or Barcelona.", False, True),
     ("Madrid", "Madrid/Barcelona", False, True),
     ("yen", "It is a hybrid of the Japanese yen and the US dollar.", False, True),
+    ("Paris", "The capital is Paris and it is beautiful.", True, False),
     ("Berlin", "Bonn. Wait, no — Berlin.", True, False),
     ("Berlin", "Berlin. Sorry, I mean Munich.", False, False),
     ("Venus", "Venus. Actually, Mercury is hotter.", False, False),
