@@ -14,6 +14,9 @@ labelled cases it was checked against):
 * a **hedge** between two different values ("either 3 or 7", "between 5 and 10", "B or D", "Madrid or
   Lisbon") or a run of new values ("4, 5, 6, 7") is no answer;
 * a value named only to **reject** it ("not D", "Berlin, not Vienna", "B is wrong") is not picked.
+
+The ``math`` scorer leaves extraction and comparison to HuggingFace's math-verify (its own rules: the last
+``\\boxed{}`` or final expression, compared symbolically), an optional dependency (the ``math`` extra).
 """
 
 from __future__ import annotations
@@ -520,9 +523,9 @@ def _option_at(text: str, position: int, choices: Sequence[str]) -> int | None:
     best = None
     for index, option in enumerate(choices):
         phrase = option.strip()
-        if phrase and re.match(_phrase_pattern(phrase), rest, re.IGNORECASE):
-            if best is None or len(phrase) > len(choices[best].strip()):
-                best = index
+        longer = best is None or len(phrase) > len(choices[best].strip())
+        if phrase and longer and re.match(_phrase_pattern(phrase), rest, re.IGNORECASE):
+            best = index
     return best
 
 
@@ -549,12 +552,12 @@ def _read_choice_at(text: str, position: int, valid: str, choices: Sequence[str]
         bracketed = match.group("open") or match.group("close")
         following = text[match.end():]
         article = letter.islower() and not bracketed and re.match(r"\s+[a-z]", following)
-        if not article and (bracketed or not _is_prose_letter(text, match.end(), letter.upper())):
-            if letter.upper() in valid:
-                hedge = _HEDGED_LETTER.match(text, match.end())
-                if hedge and hedge.group("letter").upper() != letter.upper() and hedge.group("letter").upper() in valid:
-                    return _HEDGED
-                return _letter_with_text(text, letter.upper(), match.end(), choices)
+        is_letter = not article and (bracketed or not _is_prose_letter(text, match.end(), letter.upper()))
+        if is_letter and letter.upper() in valid:
+            hedge = _HEDGED_LETTER.match(text, match.end())
+            if hedge and hedge.group("letter").upper() != letter.upper() and hedge.group("letter").upper() in valid:
+                return _HEDGED
+            return _letter_with_text(text, letter.upper(), match.end(), choices)
     index = _option_at(text, position, choices[: len(valid)])
     if index is None:
         return None

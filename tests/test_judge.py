@@ -13,7 +13,15 @@ import pytest
 from support import fixed_meter_conftest
 
 from pytest_ipw.backends.base import GenerationSettings
-from pytest_ipw.judge import JUDGE_MAX_TOKENS, JUDGE_PROMPT, PROMPT_SHA256, VERDICTS, Judge, judge_prompt, parse_verdict
+from pytest_ipw.judge import (
+    JUDGE_MAX_TOKENS,
+    JUDGE_PROMPT,
+    PROMPT_SHA256,
+    VERDICTS,
+    Judge,
+    judge_prompt,
+    parse_verdict,
+)
 from pytest_ipw.meters.base import MEASURED, Measurement
 from pytest_ipw.queries import Query
 from pytest_ipw.scoring import score

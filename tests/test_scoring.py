@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,8 +10,15 @@ from hypothesis import strategies as st
 
 from pytest_ipw.errors import IPWUsageError
 from pytest_ipw.queries import DEFAULT_QUERY_SET, Query, query_from_row
-from pytest_ipw.scoring import (Score, extract_choice, extract_choice_strict, extract_number, extract_number_strict,
-                                normalize_text, score)
+from pytest_ipw.scoring import (
+    Score,
+    extract_choice,
+    extract_choice_strict,
+    extract_number,
+    extract_number_strict,
+    normalize_text,
+    score,
+)
 
 DATA = DEFAULT_QUERY_SET  # the packaged copy the plugin runs (benchmarks/data/generate_queries.py writes it)
 OPTIONS = ("Oxygen", "Nitrogen", "Carbon dioxide", "Helium")
@@ -470,7 +476,7 @@ def _regex_cases(query: Query) -> tuple[list[str], list[str]]:
         names = set(re.findall(r"\b[A-Z][a-z]+\b", premises))
         name = next(n for n in names if re.search(rf"\\W\*{n}\\W\*\\Z", query.answer))
         others = names - {name}
-        other = sorted(others)[0]
+        other = min(others)
         good = [name, f"**{name}**", f"{name} is the {superlative}.", f"The {superlative} is {name}.",
                 f"Answer: {name}", f"It's {name}.", f"The answer is {other}. Wait, no — {name}.",
                 f"{other} is {superlative.split()[-1][:-3]}er than... so {name} is the {superlative}."]
