@@ -501,18 +501,48 @@ NONSENSE = ["bloops", "razzies", "lazzies", "zorbs", "wugs", "daxes", "feps", "g
             "snarps", "mibs", "torps", "kivs", "dorgs"]
 
 
-def name_regex(name: str, superlative: str) -> str:
-    """Accept the name as the whole reply, as "<name> is the <superlative>", or after "is"/"Answer:".
+# A self-correction: the reply takes back what it said ("Henry. Wait, no — Jack", "Yes. Actually, no").
+CORRECTION_CUE = r"(?:wait|actually|sorry|correction|hmm|i\s+mean|on\s+second\s+thought)"
+CORRECTION_FILL = r"(?:\W+(?:no|actually|wait|hmm|sorry))*(?:\W+(?:it'?s|it\s+is|the\s+answer\s+is|make\s+that))?"
 
-    A bare "<name> appears" rule would credit replies that merely restate the premises.
+
+def corrected_to(alternatives: list[str]) -> str:
+    """A later self-correction to one of ``alternatives``, for a negative lookahead."""
+    return rf"[\s\S]*\b{CORRECTION_CUE}{CORRECTION_FILL}\W+(?:{'|'.join(alternatives)})\b"
+
+
+def name_regex(name: str, superlative: str, others: list[str]) -> str:
+    """Accept the name as the whole reply, as "<name> is the <superlative>", "the <superlative> is <name>",
+    "Answer: <name>", "It's <name>", or after a self-correction ("Jack. Wait, no — <name>").
+
+    Not: a restated premise ("<name> is older than Jack"), another superlative ("the tallest is <name>" when
+    asked for the shortest), a hedge ("<name> or Jack"), or a reply that later corrects itself to someone else.
     """
     sup = re.escape(superlative).replace(r"\ ", r"\s+")
-    return rf"\A\W*{name}\W*\Z|\A\W*{name}\s+is\s+(?:the\s+)?{sup}\b|\b(?:is|answer)\W+{name}\b"
+    forms = [
+        rf"\A\W*{name}\W*\Z",
+        rf"\b{name}\s+is\s+(?:the\s+)?{sup}\b",
+        rf"\b{sup}(?:\s+(?:one|person))?\s+is\W+{name}\b",
+        rf"\banswer(?:\s+is)?\W+{name}\b",
+        rf"\bit(?:'|’)?s\s+{name}\b|\bit\s+is\s+{name}\b",
+        # after a self-correction, unless it goes on to restate a premise ("Wait, <name> is older than...")
+        rf"\b{CORRECTION_CUE}{CORRECTION_FILL}\W+{name}\b(?!\s+is\b(?!\s+(?:the\s+)?{sup}\b))",
+    ]
+    hedge = r"(?!\s*,?\s*(?:or|/)\s*\w)"
+    return rf"(?:{'|'.join(forms)}){hedge}(?!{corrected_to(others)})"
 
 
-def yes_no_regex(word: str) -> str:
-    # \A rather than ^: with MULTILINE, ^ would also match a restated premise such as "No bloops are...".
-    return rf"\A\W*(?:(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\W*)?({word})\b"
+def yes_no_regex(word: str, premise_words: list[str]) -> str:
+    r"""The reply opens with the answer (after "Answer:" or a corrected opening "No, wait: yes").
+
+    \A rather than ^: with MULTILINE, ^ would also match a later line. Not: a restated premise that starts
+    with the word ("No bloops are zorbs."), or a reply that later corrects itself to the other word.
+    """
+    other = "no" if word == "yes" else "yes"
+    opening = r"(?:(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\W*)?"
+    corrected_opening = rf"(?:{other}\W+{CORRECTION_CUE}{CORRECTION_FILL}\W+)?"
+    return (rf"\A\W*{opening}{corrected_opening}({word})\b(?!\s+(?:{'|'.join(premise_words)})\b)"
+            rf"(?!{corrected_to([other])})")
 
 
 def gen_logic(rng: random.Random) -> list[Row]:
@@ -532,7 +562,7 @@ def gen_logic(rng: random.Random) -> list[Row]:
             else:
                 superlative, answer = bottom, order[-1]
             prompt = f"{' '.join(facts)} Who is the {superlative}? Answer with one name."
-            rows.append(row(prompt, name_regex(answer, superlative), "logic", "reasoning", "regex", difficulty))
+            rows.append(row(prompt, name_regex(answer, superlative, [p for p in order if p != answer]), "logic", "reasoning", "regex", difficulty))
 
     # syllogisms with nonsense words, so world knowledge cannot help; yes/no balanced
     forms = [
@@ -554,7 +584,7 @@ def gen_logic(rng: random.Random) -> list[Row]:
         a, b, c = rng.sample(NONSENSE, 3)
         statements, asked = premises.format(a=a, b=b, c=c), question.format(a=a, b=b, c=c)
         prompt = f"{statements} Based only on these statements, {asked} {YES_NO}"
-        rows.append(row(prompt, yes_no_regex(answer), "logic", "reasoning", "regex", difficulty))
+        rows.append(row(prompt, yes_no_regex(answer, [a, b, c]), "logic", "reasoning", "regex", difficulty))
 
     # number sequences: next term
     def seq_row(terms: list[int], nxt: int, difficulty: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 from pytest_ipw.core import defaults
 
@@ -75,6 +75,13 @@ class Backend(abc.ABC):
             return self.generate(prompt)
         finally:
             self.settings = saved
+
+    def generate_choice(self, prompt: str, options: Sequence[str]) -> Generation:
+        """Answer with exactly one of ``options`` where the runtime can enforce it (a grammar, a JSON schema);
+        ``extra["constrained"]`` says how. This default cannot: it generates freely (``constrained`` None), and
+        the caller must treat any text other than an option as no answer."""
+        generation = self.generate(prompt)
+        return replace(generation, extra={**generation.extra, "constrained": None})
 
     def generate_batch(self, prompts: list[str]) -> list[Generation]:
         """Answer several prompts; backends that batch natively override this (and set ``batches``)."""

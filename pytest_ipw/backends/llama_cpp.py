@@ -13,8 +13,9 @@ import contextlib
 import hashlib
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.backends.models import ModelSpec, check_gguf, embedded_gguf_path, resolve_model_file
@@ -50,6 +51,21 @@ class LlamaCppBackend(Backend):
         self.offload = offload or {"gpu_layers": gpu_layers}
 
     def generate(self, prompt: str) -> Generation:
+        return self._generate(prompt)
+
+    def generate_choice(self, prompt: str, options: Sequence[str]) -> Generation:
+        """Sampling restricted by a llama.cpp grammar to exactly one of ``options`` (then end of text)."""
+        import json
+
+        import llama_cpp
+
+        rule = " | ".join(json.dumps(option) for option in options)  # GBNF string literals are JSON-quoted
+        with _quiet_stderr():
+            grammar = llama_cpp.LlamaGrammar.from_string(f"root ::= {rule}", verbose=False)
+        generation = self._generate(prompt, grammar=grammar)
+        return replace(generation, extra={**generation.extra, "constrained": "llama.cpp grammar"})
+
+    def _generate(self, prompt: str, grammar: Any = None) -> Generation:
         llama = self._llama
         if not self.settings.keep_prefix_cache:
             llama.reset()
@@ -64,6 +80,7 @@ class LlamaCppBackend(Backend):
             seed=self.settings.seed,
             max_tokens=self.settings.max_tokens,
             stream=True,
+            grammar=grammar,
         )
         for chunk in stream:
             choice = chunk["choices"][0]

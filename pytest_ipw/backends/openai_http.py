@@ -25,8 +25,8 @@ import os
 import socket
 import ssl
 import time
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from pytest_ipw.core import defaults
@@ -39,6 +39,8 @@ RETRY_STATUS = (429, 500, 502, 503, 504)
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
 #: endpoints that say which server and version answers (vLLM, Ollama, llama.cpp's server), tried once
 VERSION_PROBES = ("/version", "/api/version", "/props")
+#: room for the JSON object of a constrained answer ({"answer": "INCORRECT"} is about ten tokens)
+CHOICE_MAX_TOKENS = 32
 START_HINT = ("start it (python -m llama_cpp.server --model M.gguf, vllm serve MODEL, ollama serve, "
               "llama-server -m M.gguf) or fix the URL in --ipw-model")
 
@@ -75,6 +77,10 @@ def parse_endpoint(location: str) -> Endpoint:
     except ValueError:
         raise IPWUsageError(f"--ipw-model=openai+{location}: the port is not a number") from None
     return Endpoint(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), parts.fragment or None)
+
+
+class RequestRejected(IPWUsageError):
+    """HTTP 400/422: the server refused the request itself (e.g. a field it does not support)."""
 
 
 class _Retryable(Exception):
@@ -139,6 +145,9 @@ class OpenAIHTTPClient:
         if response.status in RETRY_STATUS:
             detail = self._error_detail(response)
             self.close()
+            if "response_format" in detail:  # some servers answer 500 to a field they refuse: no retry helps
+                raise RequestRejected(f"the server at {self.endpoint.base_url} refused the request with HTTP "
+                                      f"{response.status}: {detail}")
             raise _Retryable(f"HTTP {response.status}: {detail}")
         return response
 
@@ -198,6 +207,8 @@ class OpenAIHTTPClient:
         if response.status == 404:
             raise IPWUsageError(f"the server at {url} has no {path} (HTTP 404); the base URL usually ends in /v1, "
                                 "e.g. openai+http://127.0.0.1:8080/v1#MODEL")
+        if response.status in (400, 422):
+            raise RequestRejected(f"the server at {url} answered {path} with HTTP {response.status}: {detail}")
         raise IPWUsageError(f"the server at {url} answered {path} with HTTP {response.status}: {detail}")
 
     @property
@@ -293,6 +304,8 @@ class OpenAIHTTPBackend(Backend):
         self._served_model: str | None = None
         self._fingerprint: str | None = None
         self.usage_supported: bool | None = None
+        self.choice_format: str | None = None  # the response_format that constrained generate_choice, if any
+        self._refused_formats: set[str] = set()
 
     def _body(self, prompt: str, max_tokens: int | None = None) -> dict[str, Any]:
         return {
@@ -306,13 +319,50 @@ class OpenAIHTTPBackend(Backend):
         }
 
     def generate(self, prompt: str) -> Generation:
+        return self._run(self._body(prompt))
+
+    def generate_choice(self, prompt: str, options: Sequence[str]) -> Generation:
+        """The answer constrained by ``response_format`` to a JSON object ``{"answer": <one of options>}``,
+        decoded to the option: OpenAI's ``json_schema`` (OpenAI, vLLM, llama.cpp's llama-server, Ollama), else
+        llama.cpp's ``json_object`` with a ``schema`` (llama-cpp-python's server).
+
+        A format the server refuses is not asked for again in this run; a server that refuses both is asked
+        without one, and the generation says so (``constrained`` None): the caller then checks the free text.
+        """
+        schema = {"type": "object", "properties": {"answer": {"type": "string", "enum": list(options)}},
+                  "required": ["answer"], "additionalProperties": False}
+        formats = {"json_schema": {"type": "json_schema", "json_schema": {"name": "answer", "strict": True,
+                                                                         "schema": schema}},
+                   "json_object": {"type": "json_object", "schema": schema}}
+        for name, response_format in formats.items():
+            if name in self._refused_formats:
+                continue
+            body = self._body(prompt, max_tokens=max(self.settings.max_tokens, CHOICE_MAX_TOKENS))
+            body["response_format"] = response_format
+            try:
+                generation = self._run(body)
+            except RequestRejected:
+                self._refused_formats.add(name)
+                continue
+            self.choice_format = name
+            try:
+                answer = json.loads(generation.text).get("answer")
+            except (json.JSONDecodeError, AttributeError):
+                answer = None
+            text = answer if isinstance(answer, str) else generation.text  # not decoded: left for the caller
+            return replace(generation, text=text, extra={**generation.extra, "constrained": name,
+                                                         "raw": generation.text})
+        self.choice_format = None
+        return super().generate_choice(prompt, options)
+
+    def _run(self, body: dict[str, Any]) -> Generation:
         started = time.perf_counter()
         first_token_at: float | None = None
         parts: list[str] = []
         chunks = 0
         finish_reason = None
         usage: dict[str, Any] | None = None
-        for event in self.client.stream_chat(self._body(prompt)):
+        for event in self.client.stream_chat(body):
             if event.get("__whole__"):
                 return self._from_whole(event, started)
             self._served_model = event.get("model") or self._served_model
@@ -371,6 +421,9 @@ class OpenAIHTTPBackend(Backend):
             "server_header": self.client.server_header,
             "local_endpoint": self.local,
             "token_counts": {True: "usage", False: "chunks (prompt tokens unknown)", None: "unknown"}[self.usage_supported],
+            # how generate_choice (the judge) held the output to its options
+            "constrained_choice": self.choice_format or ("refused by the server: free text, checked strictly"
+                                                         if self._refused_formats else "not used"),
             # The variable's name, never its value.
             "api_key_env": self.settings.api_key_env,
             "api_key_set": self.client.has_api_key,

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
 
-SCORERS = ("exact", "numeric", "choice", "regex", "judge")
+SCORERS = ("exact", "numeric", "choice", "regex", "judge", "math")  # math: needs the math-verify extra
 SPLITS = ("chat", "reasoning")
 LETTERS_FOR_CHOICES = "ABCDEFGHIJ"  # up to 10 options (MMLU-Pro)
 REQUIRED_FIELDS = ("id", "prompt", "answer", "domain", "split", "scorer")

@@ -3,8 +3,11 @@
 Any backend can judge (``--ipw-judge=SPEC``, the same syntax as ``--ipw-model``): the embedded local
 model by default, a cloud endpoint when configured (``openai+https://api.example.com/v1#MODEL``, key from
 ``--ipw-api-key-env``). The judge's identity and its prompt (text and SHA-256) are recorded in the
-results. Verdicts are cached on disk (SQLite, under ``~/.cache/pytest-ipw/judge``) keyed by judge,
-prompt template, query, reference and answer, so a re-run with the same answers costs nothing.
+results. The judge's output is held to the two words CORRECT / INCORRECT where its runtime can enforce it (a
+llama.cpp grammar in process; a JSON schema in ``response_format`` on OpenAI-compatible servers), and any
+other reply is no verdict (an unscorable answer), never a guess at what it meant. Verdicts are cached on
+disk (SQLite, under ``~/.cache/pytest-ipw/judge``) keyed by judge, prompt template, query, reference and
+answer, so a re-run with the same answers costs nothing.
 
 The judge's cost (tokens; energy when it runs on this machine, read from the run's meter in its own
 window after the model's window has closed) is kept per record under ``judge`` and reported on its own
@@ -45,12 +48,17 @@ point)? Reply with exactly one word: CORRECT or INCORRECT."""
 PROMPT_SHA256 = hashlib.sha256(JUDGE_PROMPT.encode()).hexdigest()
 MAX_FIELD_CHARS = 2000  # long references/answers are cut so that the judge prompt fits small contexts
 JUDGE_MAX_TOKENS = 8
-_VERDICT = re.compile(r"\b(INCORRECT|NOT\s+CORRECT|CORRECT)\b", re.IGNORECASE)
+#: the only replies that are a verdict; the backend is asked to constrain its output to them
+#: (llama.cpp: a grammar; OpenAI-compatible servers: a JSON schema), and anything else is no verdict
+VERDICTS = ("CORRECT", "INCORRECT")
+# The whole reply is the word; case, surrounding space, quotes or emphasis and one full stop are forgiven.
+_VERDICT = re.compile(r"[\s*_`\"']*(CORRECT|INCORRECT)[\s*_`\"']*\.?[\s*_`\"']*", re.IGNORECASE)
 
 
 def parse_verdict(text: str) -> bool | None:
-    """True for CORRECT, False for INCORRECT / NOT CORRECT (the first one given), None for neither."""
-    match = _VERDICT.search(text or "")
+    """True for exactly CORRECT, False for exactly INCORRECT, None for anything else ("CORRECT or INCORRECT",
+    "The answer is not correct", an explanation): a judge that did not give one of the two words gave no verdict."""
+    match = _VERDICT.fullmatch(text or "")
     if match is None:
         return None
     return match.group(1).upper() == "CORRECT"
@@ -109,7 +117,8 @@ class Judge:
     def identity(self) -> dict[str, Any]:
         """What makes verdicts comparable: the judge model, where it runs, and the prompt."""
         return {"model": self.spec.name, "backend": self.spec.backend, "location": self.spec.location,
-                "prompt_sha256": PROMPT_SHA256, "temperature": 0.0, "max_tokens": JUDGE_MAX_TOKENS}
+                "prompt_sha256": PROMPT_SHA256, "temperature": 0.0, "max_tokens": JUDGE_MAX_TOKENS,
+                "verdicts": list(VERDICTS)}
 
     def describe(self) -> dict[str, Any]:
         """For the results: identity, the prompt itself, and the loaded backend's info when it was loaded."""
@@ -141,10 +150,10 @@ class Judge:
         try:
             if meter is not None and getattr(backend, "local", True):
                 with meter.window() as window:  # its own window: never inside the measured model's
-                    generation = backend.generate(prompt)
+                    generation = backend.generate_choice(prompt, VERDICTS)
                 measurement = window.measurement
             else:
-                generation = backend.generate(prompt)
+                generation = backend.generate_choice(prompt, VERDICTS)
         except IPWUsageError as exc:
             raise IPWUsageError(f"the judge (--ipw-judge={self.spec_text}) failed: {exc}") from None
         verdict = parse_verdict(generation.text)
@@ -152,6 +161,7 @@ class Judge:
             "verdict": generation.text.strip()[:200],
             "correct": bool(verdict),
             "unscorable": verdict is None,
+            "constrained": generation.extra.get("constrained"),  # how the output was held to the two words
             "tokens_in": generation.tokens_in,
             "tokens_out": generation.tokens_out,
             "latency_s": generation.latency_s,

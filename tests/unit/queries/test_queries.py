@@ -47,8 +47,8 @@ def test_shipped_set_loads_and_is_broad(shipped):
     assert all(isinstance(q, Query) for q in shipped)
     assert len({q.domain for q in shipped}) >= 6
     assert {q.split for q in shipped} == set(SPLITS)
-    # every deterministic scorer; 'judge' needs a judge model, so the default benchmark has none
-    assert {q.scorer for q in shipped} == set(SCORERS) - {"judge"}
+    # every deterministic scorer; 'judge' needs a judge model and 'math' an optional extra, so the default set has none
+    assert {q.scorer for q in shipped} == set(SCORERS) - {"judge", "math"}
     assert len({q.id for q in shipped}) == len(shipped)
     for q in shipped:
         if q.scorer == "choice":

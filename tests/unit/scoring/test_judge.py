@@ -13,7 +13,15 @@ import pytest
 from support import fixed_meter_conftest
 
 from pytest_ipw.backends.base import GenerationSettings
-from pytest_ipw.scoring.judge import JUDGE_PROMPT, PROMPT_SHA256, Judge, judge_prompt, parse_verdict
+from pytest_ipw.scoring.judge import (
+    JUDGE_MAX_TOKENS,
+    JUDGE_PROMPT,
+    PROMPT_SHA256,
+    VERDICTS,
+    Judge,
+    judge_prompt,
+    parse_verdict,
+)
 from pytest_ipw.meters.base import MEASURED, Measurement
 from pytest_ipw.queries.schema import Query
 from pytest_ipw.scoring.scorers import score
@@ -59,11 +67,126 @@ def make_judge(tmp_path, verdicts) -> Judge:
 
 
 @pytest.mark.parametrize(("text", "verdict"), [
-    ("CORRECT", True), ("correct.", True), ("INCORRECT", False), ("The answer is not correct.", False),
-    ("Verdict: INCORRECT. It is CORRECT that...", False), ("I cannot tell.", None), ("", None),
+    ("CORRECT", True), ("correct.", True), ("INCORRECT", False), (" **INCORRECT** ", False), ('"CORRECT"', True),
+    # anything but exactly one of the two words is no verdict, never a guess at what the judge meant
+    ("CORRECT or INCORRECT", None), ("The answer is not correct.", None), ("NOT CORRECT", None),
+    ("Verdict: INCORRECT. It is CORRECT that...", None), ("The answer to the grade is CORRECT", None),
+    ("CORRECT. INCORRECT.", None), ("I cannot tell.", None), ("", None),
 ])
 def test_verdicts(text, verdict):
     assert parse_verdict(text) is verdict
+
+
+def test_a_judge_that_echoes_both_words_gives_no_verdict(tmp_path):
+    judge = make_judge(tmp_path, {(QUESTION, WRONG): "CORRECT or INCORRECT"})
+    result = judge(QUESTION, WRONG)
+    assert not result.correct and result.unscorable and result.extracted == "no verdict"
+    assert result.judge["constrained"] is None  # a recorded judge cannot be constrained: its text is checked
+
+
+def test_the_in_process_llama_cpp_judge_can_only_say_the_two_words(tmp_path):
+    """A llama.cpp grammar holds the embedded model to CORRECT / INCORRECT (free, it writes sentences)."""
+    judge = Judge(None, GenerationSettings(), SimpleNamespace(profile=SimpleNamespace(name="cpu", offload=False),
+                                                              index=None))
+    try:
+        for answer in (RIGHT, WRONG, "I do not know.", "CORRECT or INCORRECT"):
+            result = judge(QUESTION, answer)
+            assert result.judge["verdict"] in VERDICTS and not result.unscorable, result.judge
+            assert result.judge["constrained"] == "llama.cpp grammar" and result.judge["tokens_out"] <= JUDGE_MAX_TOKENS
+    finally:
+        judge.close()
+
+
+class JudgeServer:
+    """An OpenAI-compatible stand-in for a judge: answers every chat request with ``content``, or refuses a
+    ``response_format`` it does not know (HTTP 400, or 500 as llama-cpp-python's server does)."""
+
+    def __init__(self, content: str, refuse: tuple[str, ...] = (), refusal_status: int = 400):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[dict[str, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _json(self, status: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._json(200 if self.path == "/v1/models" else 404, {"data": [{"id": "judge-model"}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.bodies.append(body)
+                kind = (body.get("response_format") or {}).get("type")
+                if kind in refuse:
+                    return self._json(refusal_status, {"error": {"message": f"response_format: {kind} is not supported"}})
+                self._json(200, {"model": "judge-model", "choices": [{"message": {"content": content},
+                                                                      "finish_reason": "stop"}],
+                                 "usage": {"prompt_tokens": 40, "completion_tokens": 6}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.spec = f"openai+http://127.0.0.1:{self.httpd.server_address[1]}/v1#judge-model"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def judge_server():
+    servers: list[JudgeServer] = []
+
+    def make(*args: Any, **kwargs: Any) -> JudgeServer:
+        servers.append(JudgeServer(*args, **kwargs))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def test_a_server_judge_is_held_to_the_two_words_by_a_json_schema(judge_server):
+    server = judge_server('{"answer": "INCORRECT"}')
+    judge = Judge(server.spec, GenerationSettings(retries=0), None)
+    result = judge(QUESTION, WRONG)
+    judge.close()
+    assert not result.correct and not result.unscorable and result.judge["verdict"] == "INCORRECT"
+    assert result.judge["constrained"] == "json_schema"
+    sent = server.bodies[0]["response_format"]
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["schema"]["properties"]["answer"]["enum"] == list(VERDICTS)
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_a_server_refusing_json_schema_gets_llama_cpps_json_object_schema(judge_server, status):
+    server = judge_server('{"answer": "CORRECT"}', refuse=("json_schema",), refusal_status=status)
+    judge = Judge(server.spec, GenerationSettings(retries=2), None)
+    first, second = judge(QUESTION, RIGHT), judge(QUESTION, WRONG)
+    judge.close()
+    assert first.correct and first.judge["constrained"] == "json_object" and second.judge["constrained"] == "json_object"
+    # refused once, not asked again (and a 500 that names the field is not retried)
+    assert [b["response_format"]["type"] for b in server.bodies] == ["json_schema", "json_object", "json_object"]
+    assert server.bodies[1]["response_format"]["schema"]["properties"]["answer"]["enum"] == list(VERDICTS)
+
+
+def test_a_server_refusing_both_formats_is_asked_freely_and_checked_strictly(judge_server):
+    server = judge_server("CORRECT or INCORRECT", refuse=("json_schema", "json_object"))
+    judge = Judge(server.spec, GenerationSettings(retries=0), None)
+    result = judge(QUESTION, WRONG)
+    judge.close()
+    assert not result.correct and result.unscorable and result.judge["constrained"] is None
+    assert [(b.get("response_format") or {}).get("type") for b in server.bodies] == ["json_schema", "json_object", None]
 
 
 def test_judged_verdicts_are_cached_and_cost_nothing_the_second_time(tmp_path):

@@ -8,10 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.queries.schema import DEFAULT_QUERY_SET, Query, query_from_row
-from pytest_ipw.scoring.scorers import Score, extract_choice, extract_number, normalize_text, score
+from pytest_ipw.scoring.scorers import (
+    Score,
+    extract_choice,
+    extract_choice_strict,
+    extract_number,
+    extract_number_strict,
+    normalize_text,
+    score,
+)
 
-DATA = DEFAULT_QUERY_SET
+DATA = DEFAULT_QUERY_SET  # the packaged copy the plugin runs (benchmarks/data/generate_queries.py writes it)
 OPTIONS = ("Oxygen", "Nitrogen", "Carbon dioxide", "Helium")
 
 
@@ -201,6 +210,180 @@ def test_regex_scorer() -> None:
     assert not score(regex(r"(?-i:\bGARDEN\b)"), "garden").correct
 
 
+# --------------------------------------------------------------------------------------------- issue 12 classes
+# Each class below was scored wrong before; tests/test_scoring_corpus.py checks the same rules on 334 labelled
+# responses. The rule: the last answer a response commits to is its answer; a hedge between two values is no
+# answer; a value named only to reject it is not picked.
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("5/8.", 0.625),  # the full stop used to defeat the fraction: read as 8
+    ("The answer is 5/8.", 0.625),  # read as the numerator 5
+    ("Answer: 5 / 8.", 0.625),
+    (r"It is $\dfrac{5}{8}$.", 0.625),
+    ("3 1/2 hours.", 3.5),  # a mixed number
+    ("45/60 = 0.75 hours.", 0.75),
+])
+def test_fractions(text: str, expected: float) -> None:
+    assert extract_number(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2.5e4", 25000), ("2.5E+4", 25000), ("the answer is 4e-2", 0.04), ("2.5 × 10^4", 25000),
+    ("2.5 x 10^4", 25000), ("2.5·10⁴", 25000), (r"$2.5 \times 10^{4}$", 25000), ("4 × 10^-2", 0.04),
+    ("250 × 100 = 2.5 × 10^4", 25000), ("2.5 million", 2500000), ("It is 10 m².", 10),
+])
+def test_scientific_notation_and_scale_words(text: str, expected: float) -> None:
+    assert extract_number(text) == pytest.approx(expected)
+    assert not score(numeric("4"), "the answer is 4e-2").correct
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Final answer: 9. Hmm, no — 11.", 11),
+    ("Final answer: 11. Hmm, no — 9.", 9),
+    ("The answer is 10. Wait, I mis-added: 4 + 7 = 11.", 11),
+    ("11. No wait, 12.", 12),
+    ("12... sorry, I mean 11.", 11),
+    ("Answer: 10\nCorrection: 11", 11),
+    ("The answer is 11. Actually, no: 10.", 10),
+    # a remark is not a correction
+    ("The answer is 11. Actually, I used the fact that 4 + 6 is 10.", 11),
+    ("4 + 7 = 11. Wait, let me double-check: yes, 11.", 11),
+    ("The answer is 11. Wait, 4 more would make 15.", 11),
+    ("Here is my answer:\n42", 42),  # a marker that ends its line takes the next one
+])
+def test_self_correction_the_last_committed_answer_counts(text: str, expected: float) -> None:
+    assert extract_number(text) == expected
+
+
+@pytest.mark.parametrize("text", ["It's either 10 or 11.", "The answer is 11 or 12.", "Somewhere between 10 and 12.",
+                                  "About 10 to 12.", "I'd say 11, maybe 12.", "Either ten or eleven.",
+                                  "11, 12, 13, 14", "The answer is not 11."])
+def test_hedges_runs_of_values_and_bare_rejections_are_no_answer(text: str) -> None:
+    result = score(numeric("11"), text)
+    assert result.unscorable and not result.correct and not result.correct_strict
+
+
+@pytest.mark.parametrize("text", ["The answer is 11 (or 11.0).", "It's not 10, it's 11.", "4 + 7 is 11, not 12.",
+                                  "Not 12 but 11.", "Probably 11."])
+def test_one_value_with_rejections_or_doubt_is_an_answer(text: str) -> None:
+    assert score(numeric("11"), text).correct
+
+
+def test_a_sequence_continued_is_its_next_term_but_a_run_of_new_values_is_not() -> None:
+    sequence = Query(id="s", prompt="What is the next number in the sequence 10, 15, 20, 25, ...?", answer="30",
+                     domain="logic", split="reasoning", scorer="numeric")
+    assert score(sequence, "10, 15, 20, 25, 30").correct
+    assert score(sequence, "30, 35, 40").unscorable
+
+
+def test_strict_reading_is_never_an_answer_the_reply_took_back() -> None:
+    # lm-evaluation-harness's strict match would take the formatted 9; the reply ends on 11
+    assert extract_number_strict("The answer is 9. Hmm, no — 11.") is None
+    assert extract_number_strict("The answer is 11 or 12.") is None
+    assert extract_number_strict("3 + 4 = 7\n#### 7") == 7  # GSM8K's "####" is not a markdown heading
+    assert extract_choice_strict("Answer: C. Wait, no — D.", 4) is None
+    assert extract_choice_strict("The answer is B or D.", 4) is None
+    result = score(numeric("9"), "The answer is 9. Hmm, no — 11.")
+    assert not result.correct and not result.correct_strict
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("A is correct.", "A"), ("A would be my pick.", "A"), ("answer: a", "A"), ("The answer is a.", "A"),
+    ("A is the answer", "A"), ("Option A is correct.", "A"), ("A seems right: nitrogen is 78% of the air.", "A"),
+    ("C is correct.", "C"), ("A plant needs nitrogen too, but the answer is C.", "C"), ("answer: a plant", None),
+])
+def test_option_a_is_as_reachable_as_b_to_d(text: str, expected: str | None) -> None:
+    assert extract_choice(text, 4, OPTIONS) == expected
+
+
+AMPERE = ("Watt", "Ohm", "Volt", "Ampere")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Definitely not D.", None), ("The answer is not D.", None), ("It's not B, it's D.", "D"),
+    ("It's not B, it's C", "C"), ("D, not A.", "D"), ("A, not D.", "A"), ("B is wrong; the answer is D.", "D"),
+    ("Not the ohm — the ampere.", "D"), ("I'd rule out A and B; it's D.", "D"), ("Neither A nor B; D.", "D"),
+    ("A would be wrong; I'd go with C.", "C"), ("(A) Watt is wrong, (D) Ampere is right", "D"),
+])
+def test_rejected_options_are_not_picked(text: str, expected: str | None) -> None:
+    assert extract_choice(text, 4, AMPERE) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("The answer is B or D.", None), ("Either C or D.", None), ("Volt or ampere, I'm not sure.", None),
+    ("Answer: C. Wait, no — D.", "D"), ("Answer: D. Actually, it's C.", "C"), ("B) Ohm. Sorry, I mean D) Ampere.", "D"),
+    ("B) Watt", None),  # letter B with option A's text: two options named
+    ("A) Watt\n\nThe correct answer is A) Volt.", None),  # the final pick is contradictory
+    ("A) Volt\nThe correct answer is: Ampere", "D"),  # the last commitment, by option text
+    ("A) Watt", "A"),
+    ("Answer: D\nActually, Volt is also a unit.", "D"),  # a remark after "Actually," is not a correction
+    ("Answer: D. Actually, volt.", "C"),
+])
+def test_choice_hedges_self_corrections_and_contradictions(text: str, expected: str | None) -> None:
+    assert extract_choice(text, 4, AMPERE) == expected
+
+
+@pytest.mark.parametrize(("answer", "text", "correct", "unscorable"), [
+    ("Vienna", "Berlin, not Vienna.", False, False),
+    ("Vienna", "Vienna, not Berlin.", True, False),
+    ("Vienna", "Not Vienna.", False, False),
+    ("Vienna", "Vienna isn't it; it's Salzburg.", False, False),
+    ("Berlin", "The capital of Germany is not Berlin.", False, False),
+    ("Madrid", "Madrid or Lisbon", False, True),  # alternatives: no answer
+    ("Lisbon", "Madrid or Lisbon", False, True),
+    ("Madrid", "It's either Madrid or Barcelona.", False, True),
+    ("Madrid", "Madrid/Barcelona", False, True),
+    ("yen", "It is a hybrid of the Japanese yen and the US dollar.", False, True),
+    ("Paris", "The capital is Paris and it is beautiful.", True, False),
+    ("Berlin", "Bonn. Wait, no — Berlin.", True, False),
+    ("Berlin", "Berlin. Sorry, I mean Munich.", False, False),
+    ("Venus", "Venus. Actually, Mercury is hotter.", False, False),
+    ("Jupiter", "The largest planet is Jupiter, but it's actually Mercury.", False, False),
+    ("Jupiter", "Jupiter. Actually, it's the largest by far.", True, False),  # a remark, not a correction
+    ("Paris", "Paris\nActually, Lyon.", False, False),
+    ("Paris", "Sure! Here is my answer:\nParis", True, False),
+    ("Garcia Marquez", 'The novel by Gabriel García Márquez is the work of the author Jorge Luis Borges.', False,
+     False),
+    ("Darwin", "The book by Charles Darwin is attributed to Charles Robert Darwin, a naturalist.", True, False),
+])
+def test_exact_negation_alternatives_and_self_correction(answer: str, text: str, correct: bool,
+                                                         unscorable: bool) -> None:
+    result = score(exact(answer), text)
+    assert (result.correct, result.unscorable) == (correct, unscorable), result
+
+
+def test_exact_alternatives_that_are_all_accepted_names_are_one_answer() -> None:
+    assert score(exact("Beijing", aliases=("Peking",)), "Beijing (or Peking)").correct
+    assert score(exact("yen", aliases=("Japanese yen",)), "The yen, or the Japanese yen.").correct
+    assert score(exact("Leonardo da Vinci", aliases=("da Vinci", "Leonardo")),
+                 "Michelangelo, not Leonardo da Vinci.").correct is False  # an alias inside a rejection
+
+
+# --------------------------------------------------------------------------------------------- math (optional)
+
+
+def math_query(answer: str) -> Query:
+    return Query(id="m-1", prompt="?", answer=answer, domain="math", split="reasoning", scorer="math")
+
+
+def test_math_scorer_compares_symbolically() -> None:
+    pytest.importorskip("math_verify")
+    assert score(math_query(r"\frac{1}{2}"), r"The answer is $\boxed{\frac{2}{4}}$").correct
+    assert score(math_query(r"\frac{1}{2}"), "0.5").correct
+    assert not score(math_query(r"\frac{1}{2}"), r"$\boxed{\frac{1}{3}}$").correct
+    assert score(math_query("x^2+2x+1"), "The result is $(x+1)^2$.").correct
+    assert score(math_query("x^2+2x+1"), "I give up.").unscorable
+
+
+def test_math_scorer_without_math_verify_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "math_verify", None)  # as if not installed
+    with pytest.raises(IPWUsageError, match=r"scorer 'math', which needs math-verify: pip install 'pytest-ipw\[math\]'"):
+        score(math_query("1/2"), "0.5")
+
+
 # --------------------------------------------------------------------------------------------- properties
 
 
@@ -293,15 +476,20 @@ def _regex_cases(query: Query) -> tuple[list[str], list[str]]:
         names = set(re.findall(r"\b[A-Z][a-z]+\b", premises))
         name = next(n for n in names if re.search(rf"\\W\*{n}\\W\*\\Z", query.answer))
         others = names - {name}
+        other = min(others)
         good = [name, f"**{name}**", f"{name} is the {superlative}.", f"The {superlative} is {name}.",
-                f"Answer: {name}"]
-        bad = [*others, *(f"The {superlative} is {o}." for o in others), premises]
+                f"Answer: {name}", f"It's {name}.", f"The answer is {other}. Wait, no — {name}.",
+                f"{other} is {superlative.split()[-1][:-3]}er than... so {name} is the {superlative}."]
+        bad = [*others, *(f"The {superlative} is {o}." for o in others), premises, f"{name} or {other}.",
+               f"The answer is {name}. Wait, no — {other}.", f"{name}. Actually, it's {other}."]
     elif "yes or no" in prompt:
         word = "yes" if "(yes)" in query.answer else "no"
         other = "no" if word == "yes" else "yes"
         premises = prompt.split(" Based")[0]
-        good = [word, f"{word.capitalize()}.", f"**{word.upper()}**", f"Answer: {word}", f"The answer is {word}."]
-        bad = [other, f"{other.capitalize()}, because {premises}", f"{other.capitalize()}.\n{premises}"]
+        good = [word, f"{word.capitalize()}.", f"**{word.upper()}**", f"Answer: {word}", f"The answer is {word}.",
+                f"{other.capitalize()}, wait: {word}."]
+        bad = [other, f"{other.capitalize()}, because {premises}", f"{other.capitalize()}.\n{premises}", premises,
+               f"{word.capitalize()}. Wait, {other}.", f"{word.capitalize()}. Actually, {other}."]
     elif "uppercase" in prompt:
         word = re.search(r'"(\w+)"', prompt).group(1)
         good = [word.upper(), f"**{word.upper()}**", f"The word in uppercase is {word.upper()}."]
