@@ -7,7 +7,6 @@ reports and files live in their own modules and are imported only when a benchma
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
@@ -337,7 +336,6 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
         key = (benchmark, ipw_target.model.name, ipw_target.device.profile.name, query.id)
         record = session.resumed.get(key)
         if record is None:  # not finished by an interrupted run: run it now
-            window_times: dict[str, float | None] = {"window_start": None, "window_end": None}
             try:
                 if session.options.batch_size > 1:  # vLLM: this query and the next ones in one call; it shares the energy
                     from .batching import batcher_for, upcoming_queries
@@ -346,11 +344,9 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
                     generation, measurement = batcher_for(request.config, ipw_target.id, session.options.batch_size
                                                           ).answer(query, upcoming, ipw_model, power_meter)
                 else:
-                    window_start = time.time()  # wall clock: comparable across xdist workers
                     with power_meter.window() as window:
                         generation = ipw_model.generate(query.prompt)
-                    measurement = window.measurement
-                    window_times = {"window_start": window_start, "window_end": time.time()}
+                    measurement = window.measurement  # carries its wall-clock window (xdist sharing)
                 # after the model's window: a judge's own window never adds to the model's energy
                 result = score(query, generation.text, judge=session.judge_scorer(power_meter))
             except IPWUsageError as exc:  # e.g. the server went away: stop, keep what finished
@@ -365,7 +361,6 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
                 score=result,
                 energy_basis=session.options.energy,
             )
-            record.update(window_times)
             session.journal.append(record)
         _publish(request, record)
         return record
