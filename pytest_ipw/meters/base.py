@@ -198,6 +198,11 @@ class Meter(abc.ABC):
         """Human-readable sensor description for reports, e.g. "nvml: GPU0 NVIDIA H100 (energy counter)"."""
         return self.name
 
+    def resolved_devices(self) -> set[str]:
+        """What this meter reads, resolved (GPU UUIDs, RAPL zones, an endpoint's series): two meters summed with
+        a device in common would count its energy twice. Meters that know better override this."""
+        return {f"{self.name}:{self.domain}:{self.sensor}"}
+
     def describe(self) -> dict[str, Any]:
         """What is known about the sensor and device (driver, power limit...), for machine_info."""
         return {"meter": self.name, "sensor": self.sensor, "provenance": self.provenance, "domain": self.domain}

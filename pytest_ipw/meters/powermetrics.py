@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..accelerators import AcceleratorProfile
-from .base import DEFAULT_SAMPLE_HZ, MEASURED, Measurement, Meter, MeterFailure, sample_interval_s
+from .base import POWER, DEFAULT_SAMPLE_HZ, MEASURED, Measurement, Meter, MeterFailure, Readings, sample_interval_s, wall_offset
 from .registry import MeterUnavailable
 
 SAMPLERS = "cpu_power,gpu_power,thermal"
@@ -266,6 +266,9 @@ class PowermetricsMeter(Meter):
         cpu = gpu = ane = 0.0
         first: PowermetricsSample | None = None
         last: PowermetricsSample | None = None
+        # the window's power as a step function (constant within a sample), on the wall clock
+        offset = wall_offset() if self._clock is time.perf_counter else 0.0
+        steps: list[tuple[float, float]] = []
         for start, end, sample in samples:
             overlap = min(end, t1) - max(start, t0)
             if overlap <= 0 or end <= start:
@@ -274,6 +277,10 @@ class PowermetricsMeter(Meter):
             cpu, gpu, ane = cpu + sample.cpu_j * share, gpu + sample.gpu_j * share, ane + sample.ane_j * share
             first = sample if first is None else first
             last = sample
+            watts = sample.joules / (end - start)
+            steps += [(max(start, t0) + offset, watts), (min(end, t1) + offset, watts)]
+        readings = Readings(POWER, tuple(t for t, _ in steps), tuple((w,) for _, w in steps), self.update_period_s) \
+            if len(steps) >= 2 else None
         seconds = t1 - t0
         parts = tuple(Measurement(joules=j, seconds=seconds, sensor=f"powermetrics: {engine}", provenance=MEASURED,
                                   domain=domain, samples=len(samples))
@@ -282,7 +289,7 @@ class PowermetricsMeter(Meter):
                  "thermal_pressure_end": last.thermal_pressure if last else None}
         return Measurement(joules=cpu + gpu + ane, seconds=seconds, sensor=self.sensor, provenance=MEASURED,
                            domain="soc", samples=sum(1 for s in samples if s[1] > t0 and s[0] < t1),
-                           parts=parts, extra=extra)
+                           parts=parts, extra=extra, readings=readings)
 
     def close(self) -> None:
         process = getattr(self, "_process", None)
