@@ -10,7 +10,7 @@ import re
 from typing import Any, Sequence
 
 from .backends.base import Generation
-from .meters.base import FLAG_UNATTRIBUTABLE, energy_exclusions, Measurement
+from .meters.base import FLAG_NO_UPDATE, FLAG_UNATTRIBUTABLE, Measurement
 from .queries import Query
 from .scoring import Score
 
@@ -223,8 +223,11 @@ def _charge_windows(records: Sequence[dict[str, Any]], members: list[list[int]],
             if coarse:
                 flags.append(FLAG_SPREAD)
             record = charge(record, share / weight)
-            record["meter_flags"] = list(record.get("meter_flags") or []) + [f for f in flags
-                                                                            if f not in (record.get("meter_flags") or ())]
+            kept = list(record.get("meter_flags") or [])
+            if coarse:
+                # its energy now comes from the counter's updates around it, not from its own raw reading
+                kept = [f for f in kept if f != FLAG_NO_UPDATE]
+            record["meter_flags"] = kept + [f for f in flags if f not in kept]
             changed[i] = record
     return changed
 

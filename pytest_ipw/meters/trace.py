@@ -229,7 +229,7 @@ def counter_timeline(readings: Sequence[tuple[float, Sequence[float]]], wrap_j: 
     the read: each *new* value becomes a knot in the middle of the span where it can have appeared (after
     the previous reading, at most one period before this one), and E is interpolated between knots, so an
     update's increment is spread over the time since the previous update instead of landing on whichever
-    window happened to see it.
+    window happened to see it. Before the first and after the last observed change E is unknown.
     """
     points = unwrap_readings(readings, wrap_j)
     if period_s < COARSE_PERIOD_S:
@@ -247,13 +247,16 @@ def counter_timeline(readings: Sequence[tuple[float, Sequence[float]]], wrap_j: 
     previous_time: float | None = None
     previous_value: float | None = None
     for t, e in points:
-        if previous_value is None or e > previous_value:
-            earliest = t - period_s if previous_time is None else max(previous_time, t - period_s)
+        # only an observed change places an update (between the previous read and this one): the first value
+        # may have been a whole period old when it was read, so it is no knot
+        if previous_value is not None and previous_time is not None and e > previous_value:
+            earliest = max(previous_time, t - period_s)
             knot = (earliest + t) / 2
             if knots_t and knot <= knots_t[-1]:
                 knot = knots_t[-1] + (t - knots_t[-1]) / 2  # never before the previous knot
             knots_t.append(knot)
             knots_e.append(e)
+        if previous_value is None or e > previous_value:
             previous_value = e
         previous_time = t
     return CounterTimeline(knots_t, knots_e, coarse=True)
