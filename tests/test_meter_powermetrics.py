@@ -216,7 +216,6 @@ def test_command_asks_sudo_non_interactively(monkeypatch):
     assert powermetrics.powermetrics_command(0.05)[0] == "powermetrics"
 
 
-
 # --------------------------------------------------------------------------- samples placed by their own elapsed_ns
 
 

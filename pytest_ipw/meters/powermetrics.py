@@ -31,7 +31,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..accelerators import AcceleratorProfile
-from .base import POWER, DEFAULT_SAMPLE_HZ, MEASURED, Measurement, Meter, MeterFailure, Readings, sample_interval_s, wall_offset
+from .base import (
+    DEFAULT_SAMPLE_HZ,
+    MEASURED,
+    POWER,
+    Measurement,
+    Meter,
+    MeterFailure,
+    Readings,
+    sample_interval_s,
+    wall_offset,
+)
 from .registry import MeterUnavailable
 
 SAMPLERS = "cpu_power,gpu_power,thermal"
