@@ -167,15 +167,13 @@ def _windows(records: Sequence[dict[str, Any]]) -> tuple[list[list[int]], list[i
 def _share_group(records: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Changed records of one sensor, by position in ``records``."""
     from .meters.base import COUNTER, POWER, Readings
-    from .meters.trace import (InconsistentReadings, counter_timeline, split_counter, split_energy, split_pieces,
+    from .meters.trace import (InconsistentReadings, concurrency, counter_timeline, split_counter, split_energy,
                                split_overlapping_windows)
 
     members, weights = _windows(records)
     first = [records[m[0]] for m in members]
     readings = [Readings.from_dict(r["energy_readings"]) if r.get("energy_readings") else None for r in first]
     kinds = {r.kind if r is not None and len(r.times) >= 2 else None for r in readings}
-    shares: list[float | None]
-    coarse = False
     if kinds == {COUNTER}:
         edges = [(r.times[0], r.times[-1]) for r in readings]  # type: ignore[union-attr]
         points = [(t, v) for r in readings for t, v in zip(r.times, r.values)]  # type: ignore[union-attr]
@@ -184,21 +182,29 @@ def _share_group(records: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]
         except InconsistentReadings:
             timeline = None
         if timeline is not None:
-            coarse = timeline.coarse
-            shares, concurrency = split_counter(timeline, edges, weights)
-            return _charge_windows(records, members, weights, shares, concurrency, coarse=coarse)
+            # every window of a coarse counter is rebuilt (spread), not only the overlapping ones
+            shares, load = split_counter(timeline, edges, weights)
+            return _charge_windows(records, members, weights, shares, load, coarse=timeline.coarse)
     if kinds == {POWER}:
         edges = [(r.times[0], r.times[-1]) for r in readings]  # type: ignore[union-attr]
-        samples = sorted((t, v[0]) for r in readings for t, v in zip(r.times, r.values))  # type: ignore[union-attr]
-        times, watts = [t for t, _ in samples], [w for _, w in samples]
-        shares = list(split_energy(times, watts, edges, weights))
-        cuts = sorted({t for e in edges for t in e})
-        concurrency = split_pieces(cuts, [0.0] * (len(cuts) - 1), edges, weights)[1]
-        return _charge_windows(records, members, weights, shares, concurrency)
-    edges = [(r["window_start"], r["window_end"]) for r in first]
-    raw = [r.get("joules_window", r["joules"]) for r in first]
-    shares, concurrency = split_overlapping_windows([(s, e, j) for (s, e), j in zip(edges, raw)], weights)
-    return _charge_windows(records, members, weights, shares, concurrency, approximate=True)
+    else:
+        edges = [(r["window_start"], r["window_end"]) for r in first]
+    # only windows that overlap another change: the others keep their own figure (and cost nothing here)
+    load = concurrency(edges, weights)
+    chosen = [k for k, (most, weight) in enumerate(zip(load, weights)) if most > weight + 1e-9]
+    if not chosen:
+        return {}
+    sub_edges, sub_weights = [edges[k] for k in chosen], [weights[k] for k in chosen]
+    if kinds == {POWER}:
+        samples = sorted((t, v[0]) for k in chosen for t, v in zip(readings[k].times, readings[k].values))  # type: ignore[union-attr]
+        shares = list(split_energy([t for t, _ in samples], [w for _, w in samples], sub_edges, sub_weights))
+        approximate = False
+    else:
+        raw = [first[k].get("joules_window", first[k]["joules"]) for k in chosen]
+        shares = split_overlapping_windows([(a, b, j) for (a, b), j in zip(sub_edges, raw)], sub_weights)[0]
+        approximate = True
+    return _charge_windows(records, [members[k] for k in chosen], sub_weights, shares, [load[k] for k in chosen],
+                           approximate=approximate)
 
 
 def _charge_windows(records: Sequence[dict[str, Any]], members: list[list[int]], weights: list[int],

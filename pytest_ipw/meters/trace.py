@@ -107,6 +107,13 @@ def split_pieces(cuts: Sequence[float], energies: Sequence[float], windows: Sequ
     return shares, most
 
 
+def concurrency(windows: Sequence[tuple[float, float]], weights: Sequence[float] | None = None) -> list[float]:
+    """Per window, the most weight (queries) open at once during it, itself included."""
+    _check_windows(windows)
+    cuts = sorted({t for w in windows for t in w})
+    return split_pieces(cuts, [0.0] * max(0, len(cuts) - 1), windows, weights)[1]
+
+
 def split_energy(times: Sequence[float], watts: Sequence[float],
                  windows: Sequence[tuple[float, float]], weights: Sequence[float] | None = None) -> list[float]:
     """Share a power trace's energy among possibly overlapping query windows.
@@ -343,15 +350,17 @@ def split_overlapping_windows(windows: Sequence[tuple[float, float, float]], wei
     x = np.where(open_count > 0, length * per_piece(power) / np.maximum(open_count, 1), 0.0)
     zero = per_piece(np.where(live & (joules <= 0), 1.0, 0.0)) > 0
     x[zero] = 0.0  # a window that used nothing: nobody used anything while it was open
-    for _ in range(iterations):
-        have = per_window(x)
-        fit = live & (joules > 0) & (have > 0)
-        ratio = np.where(fit, joules / np.where(fit, have, 1.0), 1.0)
-        if not fit.any() or np.max(np.abs(np.log(ratio[fit]))) < tolerance:
-            break
-        log_ratio = np.where(fit, np.log(ratio), 0.0)
-        counted = per_piece(fit.astype(float))
-        x = x * np.exp(np.where(counted > 0, per_piece(log_ratio) / np.maximum(counted, 1), 0.0))
+    with np.errstate(all="ignore"):  # extreme inputs (subnormal joules) are clipped below, not warned about
+        for _ in range(iterations):
+            have = per_window(x)
+            fit = live & (joules > 0) & (have > 0)
+            ratio = np.clip(np.where(fit, joules / np.where(fit, have, 1.0), 1.0), 1e-300, 1e300)
+            log_ratio = np.clip(np.where(fit, np.log(ratio), 0.0), -50.0, 50.0)
+            if not fit.any() or np.max(np.abs(log_ratio[fit])) < tolerance:
+                break
+            counted = per_piece(fit.astype(float))
+            x = x * np.exp(np.where(counted > 0, per_piece(log_ratio) / np.maximum(counted, 1), 0.0))
+            x = np.where(np.isfinite(x), x, 0.0)
     weight = np.array(weights, dtype=float)
     load = per_piece(np.where(live, weight, 0.0))
     rate = np.where(load > 0, x / np.where(load > 0, load, 1.0), 0.0)
