@@ -110,6 +110,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "ipw_query" in params:
             ipw.expected_records += len(getattr(params["ipw_query"], "queries", (None,)))
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller collects nothing, so it learns the count here
+        workeroutput["ipw_expected_records"] = ipw.expected_records
 
 
 class _RecordCollector:
@@ -117,6 +120,14 @@ class _RecordCollector:
 
     def __init__(self, config: pytest.Config):
         self.config = config
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        # every worker collects every item: any one that finished tells the controller how many queries were due
+        expected = (getattr(node, "workeroutput", None) or {}).get("ipw_expected_records")
+        if expected:
+            session = _ipw(self.config)
+            session.expected_records = max(session.expected_records, int(expected))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Only reports from xdist workers (they carry .node): in-process records were added directly.

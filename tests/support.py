@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 #: the repository, the tests' data and the real captured hardware outputs (wherever a test file lives)
@@ -41,3 +42,98 @@ def fixed_meter_conftest(joules: float = 2.0, domain: str = "system") -> str:
     """A conftest whose ``power_meter`` override costs every window ``joules`` over 0.5 s, measured:
     comparisons and aggregates then see no measurement noise at all."""
     return FIXED_METER_CONFTEST.format(joules=joules, domain=domain)
+
+
+# -- a stand-in for the pynvml module (nvidia-ml-py), used by the NVML meter and GPU-mapping tests
+
+
+class NVMLError(Exception):
+    pass
+
+
+class FakeNvml(types.SimpleNamespace):
+    """Several GPUs; GPU i's counter rises by ``step_mj[i]`` on every read; ``fail`` breaks reads."""
+
+    def __init__(self, names, step_mj=None, counters=True, power_mw=None, uuids=None, mig=None, pci=None,
+                 mig_mode=None):
+        super().__init__()
+        self.names = names
+        self.pci = pci  # PCI bus id of each NVML index, when the test gives them
+        self.mig_mode = mig_mode or {}  # NVML index -> (current, pending) MIG mode
+        self.step_mj = step_mj or [1000 * (i + 1) for i in range(len(names))]
+        self.power_mw = power_mw or [100_000 * (i + 1) for i in range(len(names))]
+        self.uuids = uuids or [f"GPU-{i:08d}-aaaa-bbbb-cccc-dddddddddddd" for i in range(len(names))]
+        self.mig = mig or {}  # MIG uuid -> parent index
+        self.counters, self.reads, self.fail, self.shutdowns = counters, [0] * len(names), False, 0
+        self.NVMLError = NVMLError
+        self.NVML_TEMPERATURE_GPU, self.NVML_CLOCK_SM, self.NVML_CLOCK_MEM = 0, 1, 2
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        self.shutdowns += 1
+
+    def nvmlDeviceGetCount(self):
+        return len(self.names)
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        if not 0 <= index < len(self.names):
+            raise NVMLError("Invalid Argument")
+        return ("gpu", index)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        if uuid in self.mig:
+            return ("mig", uuid)
+        raise NVMLError("Not Found")
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle):
+        return ("gpu", self.mig[handle[1]])
+
+    def nvmlDeviceGetIndex(self, handle):
+        return handle[1]
+
+    def nvmlDeviceGetUUID(self, handle):
+        return self.uuids[handle[1]].encode()
+
+    def nvmlDeviceGetPciInfo(self, handle):
+        if self.pci is None:
+            raise NVMLError("Not Supported")
+        return types.SimpleNamespace(busId=self.pci[handle[1]].encode())
+
+    def nvmlDeviceGetMigMode(self, handle):
+        if handle[1] not in self.mig_mode:
+            raise NVMLError("Not Supported")
+        return self.mig_mode[handle[1]]
+
+    def nvmlDeviceGetName(self, handle):
+        return self.names[handle[1]]
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        if not self.counters:
+            raise NVMLError("Not Supported")
+        if self.fail:
+            raise NVMLError("GPU is lost")
+        i = handle[1]
+        self.reads[i] += 1
+        return 7_000_000 + self.reads[i] * self.step_mj[i]
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        if self.fail:
+            raise NVMLError("GPU is lost")
+        return self.power_mw[handle[1]]
+
+    def nvmlDeviceGetTemperature(self, handle, sensor):
+        return 40 + handle[1]
+
+    def nvmlDeviceGetClockInfo(self, handle, clock):
+        return {1: 1980, 2: 2619}[clock]
+
+    def nvmlSystemGetDriverVersion(self):
+        return "565.57.01"
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle):
+        return 700_000
+
+
+H100x4 = ["NVIDIA H100 80GB HBM3"] * 4

@@ -2,7 +2,9 @@
 
 Definitions (also in README):
 - accuracy = correct / queries (an unscorable answer counts as wrong and stays in the denominator);
-- mean power = mean over queries of (joules / seconds) of each query's measurement window;
+- mean power = mean over queries of (joules / seconds) of each query's measurement window; windows whose
+  energy is unknown (``meters.base.EXCLUDED_FLAGS``: a reset, an unknown wrap, a stale or unplaceable
+  counter) are left out of the energy means and counted in ``energy_excluded``;
 - IPW = accuracy / mean power (per watt); IPJ = accuracy / mean joules per query (per joule);
 - coverage = share of queries that at least one model × accelerator answered correctly.
 """
@@ -86,6 +88,7 @@ class Summary:
     domain: str
     energy_basis: str = "total"  # "total" or "active" (idle-subtracted): what mean_joules/mean_watts/IPW use
     idle_watts: float | None = None  # mean idle baseline of the records, when they have one
+    energy_excluded: int = 0  # queries whose window's energy is unknown: not in mean_joules/mean_watts/IPW/IPJ
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -115,9 +118,11 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
     unscorable = sum(1 for r in records if r["unscorable"])
     accuracy = correct / n
     low, high = wilson_interval(correct, n)
-    energy = [record_energy(r) for r in records]
-    mean_joules = math.fsum(j for j, _ in energy) / n
-    mean_watts = math.fsum(w for _, w in energy) / n
+    from pytest_ipw.meters.base import energy_exclusions
+
+    energy = [record_energy(r) for r in records if not energy_exclusions(r.get("meter_flags"))]
+    mean_joules: float | None = math.fsum(j for j, _ in energy) / len(energy) if energy else None
+    mean_watts: float | None = math.fsum(w for _, w in energy) / len(energy) if energy else None
     idle = [r["idle_watts"] for r in records if r.get("idle_watts") is not None]
     generation_seconds = math.fsum(r["latency_s"] for r in records)
     tokens_out = sum(r["tokens_out"] for r in records)
@@ -133,9 +138,9 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
         accuracy_high=high,
         mean_joules=mean_joules,
         mean_watts=mean_watts,
-        ipw=safe_ratio(accuracy, mean_watts),
-        ipj=safe_ratio(accuracy, mean_joules),
-        joules_per_correct=safe_ratio(mean_joules * n, correct),
+        ipw=safe_ratio(accuracy, mean_watts),  # type: ignore[arg-type]
+        ipj=safe_ratio(accuracy, mean_joules),  # type: ignore[arg-type]
+        joules_per_correct=None if mean_joules is None else safe_ratio(mean_joules * n, correct),
         latency_p50_s=percentile(latencies, 50),
         latency_p95_s=percentile(latencies, 95),
         tokens_per_s=safe_ratio(tokens_out, generation_seconds),
@@ -145,6 +150,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
         domain=" + ".join(sorted({r.get("energy_domain", "?") for r in records})),
         energy_basis=combine_provenance(r.get("energy_basis", "total") for r in records),
         idle_watts=math.fsum(idle) / len(idle) if idle else None,
+        energy_excluded=n - len(energy),
     )
 
 

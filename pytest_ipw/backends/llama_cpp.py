@@ -165,7 +165,16 @@ def offload_settings(llama_cpp: Any, accelerator: Any) -> dict[str, Any]:
         )
     backend = {"nvidia": "CUDA", "apple": "Metal", "amd": "HIP/ROCm"}.get(profile.vendor, profile.vendor)
     index = accelerator.index if accelerator.index is not None else 0
-    return {"gpu_layers": -1, "gpu_offload": f"{backend} (all layers)", "main_gpu": index}
+    settings = {"gpu_layers": -1, "gpu_offload": f"{backend} (all layers)", "main_gpu": index}
+    if profile.vendor == "nvidia" and accelerator.index is not None:
+        # main_gpu is a CUDA device number; the accelerator's index is NVML's (what the meter reads). They differ
+        # under CUDA_VISIBLE_DEVICES or CUDA_DEVICE_ORDER: map by UUID / PCI bus id and record both.
+        from pytest_ipw.hardware.nvidia import cuda_ordinal_of
+
+        settings.update(main_gpu=cuda_ordinal_of(accelerator.index), nvml_index=accelerator.index,
+                        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                        cuda_device_order=os.environ.get("CUDA_DEVICE_ORDER"))
+    return settings
 
 
 def check(spec: ModelSpec) -> None:

@@ -1,7 +1,13 @@
 """Comparing a run with a baseline run, and regression gates with each metric's direction built in.
 
-Queries are paired by id (only queries present in both runs count), so the statistics are paired:
-McNemar for accuracy and coverage, a paired bootstrap for energy, power, IPW, IPJ and latency.
+Queries are paired by benchmark and query id (the same query run by two benchmark functions is two pairs;
+only pairs present in both runs count), so the statistics are paired: McNemar for accuracy and coverage, a
+paired bootstrap for energy, power, IPW, IPJ and latency.
+
+Energy is read on each run's recorded basis (``--ipw-energy``: total, or active = total minus the idle
+baseline), as the summaries are; two runs on different bases are not compared (their joules measure
+different things). Queries whose window's energy is unknown (``meters.base.EXCLUDED_FLAGS``) are left out
+of the energy metrics, as they are of the summaries.
 """
 
 from __future__ import annotations
@@ -69,6 +75,10 @@ class Gate:
         return cls(metric, amount, unit, text.strip())
 
 
+#: metrics read from energy figures: on the runs' energy basis, without windows of unknown energy
+ENERGY_METRICS = ("ipw", "ipj", "joules", "watts")
+
+
 @dataclass(frozen=True)
 class Change:
     scope: str  # "model@accelerator", "model@accelerator/domain" or "run"
@@ -80,6 +90,7 @@ class Change:
     interval: tuple[float, float] | None  # interval of ``relative`` (bootstrap) when computed
     p_value: float | None  # McNemar, for accuracy and coverage
     significant: bool
+    basis: str | None = None  # energy metrics: the energy basis both runs used ("total" or "active")
 
     @property
     def points(self) -> float | None:
@@ -109,7 +120,13 @@ class Change:
         return {"scope": self.scope, "metric": self.metric, "baseline": self.baseline, "current": self.current,
                 "queries": self.queries, "relative_change": self.relative,
                 "interval": list(self.interval) if self.interval else None, "p_value": self.p_value,
-                "significant": self.significant, "verdict": self.verdict, "better": self.direction}
+                "significant": self.significant, "verdict": self.verdict, "better": self.direction,
+                "energy_basis": self.basis}
+
+    @property
+    def label(self) -> str:
+        """The metric's name, with its energy basis when that is not the default total."""
+        return f"{self.metric} ({self.basis} energy)" if self.basis not in (None, "total") else self.metric
 
 
 @dataclass(frozen=True)
@@ -125,7 +142,7 @@ class GateFailure:
             moved = f"{c.relative * 100:+.1f}%"
         evidence = (f"p={c.p_value:.3g}" if c.p_value is not None
                     else f"95% interval {c.interval[0] * 100:+.1f}%..{c.interval[1] * 100:+.1f}%" if c.interval else "")
-        return (f"{c.scope}: {c.metric} {_num(c.baseline)} -> {_num(c.current)} ({moved}, {evidence}) "
+        return (f"{c.scope}: {c.label} {_num(c.baseline)} -> {_num(c.current)} ({moved}, {evidence}) "
                 f"breaks --ipw-compare-fail={self.gate.text}")
 
 
@@ -153,22 +170,47 @@ class _Pairs:
 
 
 def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Numeric columns; ``joules``/``watts`` on each record's energy basis (as the summaries read them), NaN
+    where the window's energy is unknown (left out of the energy metrics)."""
     import numpy as np
 
     from operator import itemgetter
 
+    from pytest_ipw.meters.base import energy_exclusions
+    from pytest_ipw.analysis.metrics import record_energy
+
     # a missing figure (None) becomes 0, as in the summaries
-    return {field: np.nan_to_num(np.array(list(map(itemgetter(field), records)), dtype=float)) for field in _FIELDS}
+    columns = {field: np.nan_to_num(np.array(list(map(itemgetter(field), records)), dtype=float))
+               for field in _FIELDS if field not in ("joules", "watts")}
+    energy = np.array([(math.nan, math.nan) if energy_exclusions(r.get("meter_flags"))
+                       else tuple(0.0 if v is None else v for v in record_energy(r)) for r in records],
+                      dtype=float).reshape(len(records), 2)
+    columns["joules"], columns["watts"] = energy[:, 0], energy[:, 1]
+    return columns
+
+
+def _pair_key(record: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A query is the same query in two runs when both its benchmark function and its id match."""
+    return (record.get("benchmark"), record["query_id"])
+
+
+def run_energy_basis(document: Mapping[str, Any]) -> str:
+    """The energy basis a results document used: its recorded setting, else what its records say."""
+    basis = ((document.get("settings") or {}).get("energy") or {}).get("basis")
+    if basis:
+        return str(basis)
+    bases = {r.get("energy_basis", "total") for r in document.get("records", ())}
+    return bases.pop() if len(bases) == 1 else "total" if not bases else "mixed"
 
 
 def _pair(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]]) -> _Pairs:
-    """Align by query id (one pass per run, numpy after that: a million records stay fast)."""
+    """Align by benchmark and query id (one pass per run, numpy after that: a million records stay fast)."""
     import numpy as np
 
     from operator import itemgetter
 
-    position = {query_id: i for i, query_id in enumerate(map(itemgetter("query_id"), baseline))}
-    found = np.fromiter((position.get(q, -1) for q in map(itemgetter("query_id"), current)), dtype=np.int64,
+    position = {key: i for i, key in enumerate(map(_pair_key, baseline))}
+    found = np.fromiter((position.get(key, -1) for key in map(_pair_key, current)), dtype=np.int64,
                         count=len(current))
     after_index = np.nonzero(found >= 0)[0]
     before_index = found[after_index]
@@ -187,10 +229,11 @@ def _proportion_change(scope: str, metric: str, before: Any, after: Any, alpha: 
     return Change(scope, metric, base, cur, n, relative_change(base, cur), None, p_value, p_value < alpha)
 
 
-def _interval_change(scope: str, metric: str, values: tuple[float, float], interval: Interval, n: int) -> Change:
+def _interval_change(scope: str, metric: str, values: tuple[float, float], interval: Interval, n: int,
+                     basis: str | None = None) -> Change:
     base, cur = values
     return Change(scope, metric, base, cur, n, interval.estimate, (interval.low, interval.high), None,
-                  interval.excludes_zero())
+                  interval.excludes_zero(), basis)
 
 
 def _mean_ratio(run: dict[str, Any], num: str, den: str | None) -> float:
@@ -199,7 +242,31 @@ def _mean_ratio(run: dict[str, Any], num: str, den: str | None) -> float:
     return float(run[num].mean()) / denominator if denominator > 0 else 0.0
 
 
-def _compare_pairs(scope: str, pairs: _Pairs, *, alpha: float, resamples: int, seed: int, wanted: set[str]) -> list[Change]:
+def _compare_pairs(scope: str, pairs: _Pairs, *, alpha: float, resamples: int, seed: int, wanted: set[str],
+                   basis: str = "total") -> list[Change]:
+    import numpy as np
+
+    n = len(pairs)
+    if n == 0:
+        return []
+    changes: list[Change] = []
+    energy_wanted = wanted & set(ENERGY_METRICS)
+    if energy_wanted:
+        # pairs with a window of unknown energy on either side take no part in the energy metrics
+        known = np.isfinite(pairs.before["joules"]) & np.isfinite(pairs.after["joules"])
+        energy_pairs = pairs if known.all() else pairs.subset(known)
+        if len(energy_pairs):
+            changes.extend(_compare_columns(scope, energy_pairs, alpha=alpha, resamples=resamples, seed=seed,
+                                            wanted=energy_wanted, basis=basis))
+    changes.extend(_compare_columns(scope, pairs, alpha=alpha, resamples=resamples, seed=seed,
+                                    wanted=wanted - set(ENERGY_METRICS), basis=basis))
+    order = {metric: i for i, metric in enumerate(("accuracy", "joules", "watts", "ipw", "ipj", "tokens_per_s",
+                                                   "latency_p50", "latency_p95"))}
+    return sorted(changes, key=lambda c: order.get(c.metric, len(order)))
+
+
+def _compare_columns(scope: str, pairs: _Pairs, *, alpha: float, resamples: int, seed: int, wanted: set[str],
+                     basis: str) -> list[Change]:
     n = len(pairs)
     if n == 0:
         return []
@@ -231,7 +298,8 @@ def _compare_pairs(scope: str, pairs: _Pairs, *, alpha: float, resamples: int, s
         else:
             interval = delta_ratio_interval(b[num], b[den] if den else None, a[num], a[den] if den else None,
                                             confidence=1 - alpha)
-        changes.append(_interval_change(scope, metric, values, interval, n))
+        changes.append(_interval_change(scope, metric, values, interval, n,
+                                        basis if metric in ENERGY_METRICS else None))
     for metric, q in (("latency_p50", 50), ("latency_p95", 95)):
         if metric in wanted:
             import numpy as np
@@ -245,11 +313,22 @@ def _compare_pairs(scope: str, pairs: _Pairs, *, alpha: float, resamples: int, s
     return changes
 
 
+def _same_basis(baseline: str, current: str) -> str:
+    if baseline != current:
+        raise IPWUsageError(
+            f"the baseline's energy figures use {baseline.upper()} energy and this run's use {current.upper()} energy "
+            f"(--ipw-energy): they measure different things, so they are not compared. Rerun with --ipw-energy={baseline}, "
+            f"or compare with a baseline measured with --ipw-energy={current}")
+    return current
+
+
 def compare_records(scope: str, baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], *,
                     alpha: float = 0.05, resamples: int = 1000, seed: int = 0, metrics: Iterable[str] | None = None) -> list[Change]:
     """Changes of one model × accelerator (or one domain of it) between two runs, on the shared queries."""
     wanted = set(metrics) if metrics is not None else set(METRICS) - {"coverage"}
-    return _compare_pairs(scope, _pair(baseline, current), alpha=alpha, resamples=resamples, seed=seed, wanted=wanted)
+    basis = _same_basis(run_energy_basis({"records": baseline}), run_energy_basis({"records": current}))
+    return _compare_pairs(scope, _pair(baseline, current), alpha=alpha, resamples=resamples, seed=seed, wanted=wanted,
+                          basis=basis)
 
 
 def coverage_change(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], alpha: float) -> Change | None:
@@ -262,9 +341,11 @@ def coverage_change(baseline: Sequence[Mapping[str, Any]], current: Sequence[Map
 
 def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alpha: float = 0.05,
                  resamples: int = 1000, seed: int = 0, by_domain: bool = True) -> list[Change]:
-    """Every change between two results documents: per model × accelerator, per domain, and coverage."""
+    """Every change between two results documents: per model × accelerator, per domain, and coverage.
+    Refuses (IPWUsageError) two runs whose energy figures are on different bases."""
     changes: list[Change] = []
-    options = {"alpha": alpha, "resamples": resamples, "seed": seed}
+    basis = _same_basis(run_energy_basis(baseline), run_energy_basis(current))
+    options = {"alpha": alpha, "resamples": resamples, "seed": seed, "basis": basis}
     old_groups = group_by(baseline["records"], "model", "accelerator")
     for key, records in group_by(current["records"], "model", "accelerator").items():
         if key not in old_groups:
@@ -310,6 +391,6 @@ def changes_table(changes: Sequence[Change], fmt: str = "simple") -> str:
         else:
             moved = f"{c.relative * 100:+.1f}%" if c.relative is not None and math.isfinite(c.relative) else "n/a"
             evidence = f"[{c.interval[0] * 100:+.1f}%, {c.interval[1] * 100:+.1f}%]" if c.interval else ""
-        rows.append([c.scope, c.metric, _num(c.baseline), _num(c.current), moved, evidence, c.verdict, c.queries])
+        rows.append([c.scope, c.label, _num(c.baseline), _num(c.current), moved, evidence, c.verdict, c.queries])
     return tabulate(rows, headers=["scope", "metric", "baseline", "now", "change", "interval / p", "verdict", "queries"],
                     tablefmt=fmt, disable_numparse=True)

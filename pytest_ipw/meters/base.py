@@ -7,6 +7,11 @@ rule over the window; every sample of the window is kept, however long it runs.
 
 Once :meth:`Meter.measure_idle` has measured an idle baseline, every window carries its ``idle_watts`` and
 so its ``joules_active`` (energy above idle); ``joules`` stays the total.
+
+Every window also keeps what it read (:class:`Readings`: the counter at its two edges, or its power
+samples) on the wall clock, so that after the run the windows of one sensor can be put on one timeline:
+overlapping windows (xdist workers, batches) are then split exactly, and a coarse counter's updates are
+spread over the time they cover (:func:`pytest_ipw.records.share_overlapping_energy`).
 """
 
 from __future__ import annotations
@@ -36,8 +41,70 @@ FLAG_NO_UPDATE = "sensor-did-not-update"
 FLAG_COUNTER_RESET = "counter-reset"
 #: flag set when a window is long enough for a wrapping counter to have wrapped more than once
 FLAG_MAY_HAVE_WRAPPED = "counter-may-have-wrapped-twice"
+#: flag set when a counter went backwards and its wrap range is unknown: a wrap or a reset, the energy is unknown
+FLAG_WRAP_UNKNOWN = "counter-went-backwards-range-unknown"
+#: flag set on a coarse counter's window with an edge outside the counter updates the run observed
+FLAG_UNATTRIBUTABLE = "energy-unattributable"
+#: flag set when the sensor measures more than this target's device (a MIG instance metered through its GPU)
+FLAG_SHARED_DEVICE = "shared-device"
+#: windows with one of these flags have no trustworthy energy: they are left out of J/query, W, IPW and IPJ
+#: (their queries still count for accuracy), and the report says how many were left out and why
+EXCLUDED_FLAGS = (FLAG_COUNTER_RESET, FLAG_WRAP_UNKNOWN, FLAG_NO_UPDATE, FLAG_UNATTRIBUTABLE, FLAG_MAY_HAVE_WRAPPED)
+
+
+def energy_exclusions(flags: Sequence[str] | None) -> list[str]:
+    """The flags among ``flags`` that keep a window out of the energy means (empty: it counts)."""
+    return [f for f in flags or () if f in EXCLUDED_FLAGS]
+
 
 DEFAULT_SAMPLE_HZ = defaults.SAMPLE_HZ
+
+COUNTER, POWER = "counter", "power"
+
+
+@dataclass(frozen=True)
+class Readings:
+    """What one window read from its sensor, on the wall clock (``time.time()``, comparable across processes).
+
+    ``kind`` COUNTER: ``values[i]`` holds each series' raw cumulative joules at ``times[i]`` (a series wraps
+    at ``wrap_j[k]`` where known, None where it does not wrap or the range is unknown). ``kind`` POWER:
+    ``values[i]`` is ``(watts,)`` at ``times[i]``. ``period_s`` is the sensor's update period.
+    """
+
+    kind: str
+    times: tuple[float, ...]
+    values: tuple[tuple[float, ...], ...]
+    period_s: float
+    wrap_j: tuple[float | None, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "period_s": self.period_s, "times": list(self.times),
+                "values": [list(v) for v in self.values], "wrap_j": list(self.wrap_j)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Readings":
+        return cls(data["kind"], tuple(data["times"]), tuple(tuple(v) for v in data["values"]),
+                   float(data["period_s"]), tuple(data.get("wrap_j") or ()))
+
+
+def wall_offset() -> float:
+    """``time.time() - time.perf_counter()`` now: turns a perf_counter time into wall-clock seconds."""
+    return time.time() - time.perf_counter()
+
+
+def timed_read(read: Callable[[], Any], clock: Callable[[], float] = time.time) -> tuple[float, Any]:
+    """(time at the middle of the read, value): a scrape or driver call takes time, and the value belongs
+    to its middle, not its end."""
+    before = clock()
+    value = read()
+    return (before + clock()) / 2, value
+
+
+def counter_readings(start: tuple[float, Sequence[float]], end: tuple[float, Sequence[float]], period_s: float,
+                     wrap_j: Sequence[float | None] = ()) -> Readings:
+    """The readings of a counter window: (wall time, raw joules of each series) at its two edges."""
+    return Readings(COUNTER, (start[0], end[0]), (tuple(map(float, start[1])), tuple(map(float, end[1]))),
+                    period_s, tuple(wrap_j))
 
 
 @dataclass(frozen=True)
@@ -55,6 +122,11 @@ class Measurement:
     extra: dict[str, Any] = field(default_factory=dict)
     #: mean power of the idle baseline measured by the same meter before the run (None: no baseline)
     idle_watts: float | None = None
+    #: what the window read, for putting windows of one sensor on one timeline after the run (None: nothing kept)
+    readings: Readings | None = None
+    #: wall-clock start and end of the window (``time.time()``), set by :meth:`Meter.stop`
+    started_at: float | None = None
+    ended_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.provenance not in PROVENANCES:
@@ -119,6 +191,7 @@ class Meter(abc.ABC):
     def __init__(self) -> None:
         self._started_at: float | None = None
         self._listeners: list[Callable[[Measurement], None]] = []
+        self._wall_started_at: float | None = None
         #: the idle baseline (see :meth:`measure_idle`); once set, every window carries its ``idle_watts``
         self.idle: Measurement | None = None
 
@@ -126,6 +199,11 @@ class Meter(abc.ABC):
     def sensor(self) -> str:
         """Human-readable sensor description for reports, e.g. "nvml: GPU0 NVIDIA H100 (energy counter)"."""
         return self.name
+
+    def resolved_devices(self) -> set[str]:
+        """What this meter reads, resolved (GPU UUIDs, RAPL zones, an endpoint's series): two meters summed with
+        a device in common would count its energy twice. Meters that know better override this."""
+        return {f"{self.name}:{self.domain}:{self.sensor}"}
 
     def describe(self) -> dict[str, Any]:
         """What is known about the sensor and device (driver, power limit...), for machine_info."""
@@ -139,6 +217,7 @@ class Meter(abc.ABC):
         if self._started_at is not None:
             raise RuntimeError(f"meter {self.name!r} already has an open window; call stop() first")
         self._started_at = time.perf_counter()
+        self._wall_started_at = time.time()
         self._begin()
 
     def stop(self) -> Measurement:
@@ -148,6 +227,8 @@ class Meter(abc.ABC):
             measurement = self._end()
         finally:
             self._started_at = None
+        measurement = replace(measurement, started_at=measurement.started_at or self._wall_started_at,
+                              ended_at=measurement.ended_at or time.time())
         if 0 < measurement.seconds < self.update_period_s and FLAG_SHORT_WINDOW not in measurement.flags:
             measurement = _with_flag(measurement, FLAG_SHORT_WINDOW)
         if self.idle is not None:
@@ -255,8 +336,9 @@ class PowerSampler:
         self._error: Exception | None = None
 
     def _sample(self) -> None:
-        value = float(self._read())
-        now = self._clock()
+        # stamped at the middle of the read: an HTTP scrape takes tens of ms, and its value is not from its end
+        now, value = timed_read(self._read, self._clock)
+        value = float(value)
         with self._lock:
             self._times.append(now)
             self._watts.append(value)
@@ -294,4 +376,10 @@ class PowerSampler:
         self.last_trace = (times, watts)
         seconds = times[-1] - times[0] if len(times) > 1 else 0.0
         return integrate_trapezoid(times, watts), seconds, len(times)
+
+    def readings(self, period_s: float) -> Readings:
+        """The last window's samples as :class:`Readings` on the wall clock (the sampler's clock is perf_counter)."""
+        times, watts = self.last_trace
+        offset = wall_offset() if self._clock is time.perf_counter else 0.0
+        return Readings(POWER, tuple(t + offset for t in times), tuple((w,) for w in watts), period_s)
 

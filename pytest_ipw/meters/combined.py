@@ -6,7 +6,7 @@ import time
 from typing import Any, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
-from .base import ESTIMATED, MEASURED, Measurement, Meter
+from .base import COUNTER, ESTIMATED, MEASURED, Measurement, Meter, Readings
 
 
 def sum_measurements(parts: Sequence[Measurement], seconds: float) -> Measurement:
@@ -21,6 +21,14 @@ def sum_measurements(parts: Sequence[Measurement], seconds: float) -> Measuremen
     flags: list[str] = []
     for part in parts:
         flags.extend(f for f in part.flags if f not in flags)
+    readings = None
+    if parts and all(p.readings is not None and p.readings.kind == COUNTER for p in parts):
+        # counters add up: one series per part's series, at the mean time of the parts' reads
+        edges = [(sum(p.readings.times[k] for p in parts) / len(parts),  # type: ignore[union-attr]
+                  tuple(v for p in parts for v in p.readings.values[k])) for k in (0, -1)]  # type: ignore[union-attr]
+        readings = Readings(COUNTER, (edges[0][0], edges[1][0]), (edges[0][1], edges[1][1]),
+                            max(p.readings.period_s for p in parts),  # type: ignore[union-attr]
+                            tuple(w for p in parts for w in (p.readings.wrap_j or (None,) * len(p.readings.values[0]))))  # type: ignore[union-attr]
     return Measurement(
         joules=sum(p.joules for p in parts),
         seconds=seconds,
@@ -30,6 +38,7 @@ def sum_measurements(parts: Sequence[Measurement], seconds: float) -> Measuremen
         samples=sum(p.samples for p in parts),
         flags=tuple(flags),
         parts=tuple(parts),
+        readings=readings,
     )
 
 
@@ -47,6 +56,14 @@ class SumMeter(Meter):
             # a whole-system sensor (psys, a wall meter) already contains the other parts
             raise IPWUsageError(f"--ipw-meter: {system[0].sensor} measures the whole system (domain 'system'); "
                                 "summing it with other meters would count their energy twice. Use it alone.")
+        seen: dict[str, Meter] = {}
+        for meter in meters:
+            for device in meter.resolved_devices():
+                if device in seen:
+                    # nvml+nvml:0 on GPU 0, rapl+rapl:package...: different texts, one sensor, counted twice
+                    raise IPWUsageError(f"--ipw-meter: {seen[device].sensor} and {meter.sensor} measure the same "
+                                        f"device ({device}); its energy would be counted twice. Name each device once.")
+                seen[device] = meter
         self.meters = list(meters)
         self.update_period_s = max(m.update_period_s for m in meters)
         self.provenance = MEASURED if all(m.provenance == MEASURED for m in meters) else ESTIMATED
@@ -56,6 +73,9 @@ class SumMeter(Meter):
     @property
     def sensor(self) -> str:
         return " + ".join(m.sensor for m in self.meters)
+
+    def resolved_devices(self) -> set[str]:
+        return {d for m in self.meters for d in m.resolved_devices()}
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "parts": [m.describe() for m in self.meters]}

@@ -17,13 +17,18 @@ from .base import ESTIMATED, Measurement, Meter
 CpuTimes = Callable[[], tuple[float, float]]  # -> (busy seconds, total seconds), summed over all CPUs
 
 
+def busy_and_total(times: Any) -> tuple[float, float]:
+    """(busy, total) CPU seconds from psutil's ``cpu_times()``. On Linux ``guest`` and ``guest_nice`` are
+    already inside ``user`` and ``nice`` (the kernel counts a guest's time twice), so they are not added again."""
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return total - idle, total
+
+
 def psutil_cpu_times() -> tuple[float, float]:
     import psutil
 
-    times = psutil.cpu_times()
-    idle = times.idle + getattr(times, "iowait", 0.0)
-    total = sum(times)
-    return total - idle, total
+    return busy_and_total(psutil.cpu_times())
 
 
 def estimate_joules(profile: AcceleratorProfile, seconds: float, utilisation: float) -> float:

@@ -8,6 +8,14 @@ GPU with NVML index N; ``nvml:all`` the sum over every GPU this process may use,
 ``CUDA_VISIBLE_DEVICES`` when it is set (indices, ``GPU-`` UUIDs or ``MIG-`` UUIDs), else all of them.
 Each window also records temperature before and after and the SM/memory clocks at its end; the driver
 version and enforced power limit go into the run's meter description.
+
+NVML and CUDA number GPUs differently. NVML indices follow the PCI bus; CUDA's ordinals follow
+``CUDA_DEVICE_ORDER`` (``FASTEST_FIRST`` by default, ``PCI_BUS_ID``) and then ``CUDA_VISIBLE_DEVICES``, whose
+integer entries are CUDA ordinals and whose ``GPU-``/``MIG-`` entries are UUIDs: under
+``CUDA_VISIBLE_DEVICES=1`` NVML GPU 1 is CUDA device 0. :func:`cuda_ordinal` maps one to the other by UUID
+and PCI bus id, and refuses (with the fix) where CUDA's order cannot be known (different GPU models under
+``FASTEST_FIRST``, whose heuristic is undocumented). A GPU in MIG mode is measured whole: its sensor name
+says so and its windows are flagged ``shared-device``.
 """
 
 from __future__ import annotations
@@ -16,9 +24,31 @@ import os
 import time
 from typing import Any, Sequence
 
-from pytest_ipw.hardware.nvidia import nvml_text as _text, visible_gpu_indices
+from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.hardware.nvidia import (  # noqa: F401  (re-exported: the GPU mapping lives in the hardware layer)
+    cuda_enumeration,
+    cuda_ordinal,
+    cuda_ordinal_of,
+    cuda_visible_nvml_indices,
+    nvml_text as _text,
+    visible_gpu_indices,
+)
 from pytest_ipw.hardware.profiles import AcceleratorProfile
-from .base import DEFAULT_SAMPLE_HZ, MEASURED, Measurement, Meter, MeterFailure, PowerSampler, sample_interval_s
+from .base import (
+    COUNTER,
+    DEFAULT_SAMPLE_HZ,
+    FLAG_NO_UPDATE,
+    FLAG_SHARED_DEVICE,
+    MEASURED,
+    Measurement,
+    Meter,
+    MeterFailure,
+    PowerSampler,
+    Readings,
+    counter_readings,
+    sample_interval_s,
+    timed_read,
+)
 from .base import MeterUnavailable
 
 
@@ -36,8 +66,13 @@ class _Gpu:
         except pynvml.NVMLError:
             self.uses_counter = False
         self.sampler = None if self.uses_counter else PowerSampler(self.watts, interval_s)
-        self.counter_start = 0
+        self.counter_start: tuple[float, float] = (0.0, 0.0)  # (wall time of the read's middle, mJ)
         self.temperature_start: int | None = None
+        uuid = self._optional(pynvml.nvmlDeviceGetUUID) if hasattr(pynvml, "nvmlDeviceGetUUID") else None
+        self.uuid = None if uuid is None else _text(uuid)
+        # a GPU in MIG mode is measured whole: its instances have no sensor of their own
+        mode = self._optional(pynvml.nvmlDeviceGetMigMode) if hasattr(pynvml, "nvmlDeviceGetMigMode") else None
+        self.mig_enabled = bool(mode and mode[0] == getattr(pynvml, "NVML_DEVICE_MIG_ENABLE", 1))
 
     def watts(self) -> float:
         return self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0
@@ -64,24 +99,34 @@ class _Gpu:
     @property
     def sensor(self) -> str:
         how = "total-energy counter" if self.uses_counter else "power gauge, integrated"
-        return f"nvml: GPU{self.index} {self.name} ({how})"
+        whole = "; the WHOLE GPU: MIG is enabled and instances have no sensor of their own" if self.mig_enabled else ""
+        return f"nvml: GPU{self.index} {self.name} ({how}{whole})"
+
+    def _counter(self) -> tuple[float, float]:
+        return timed_read(lambda: self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
 
     def begin(self) -> None:
         self.temperature_start = self.temperature()
         if self.sampler is not None:
             self.sampler.begin()
         else:
-            self.counter_start = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+            self.counter_start = self._counter()
 
-    def end(self, seconds: float) -> Measurement:
+    def end(self, seconds: float, period_s: float) -> Measurement:
+        flags = [FLAG_SHARED_DEVICE] if self.mig_enabled else []
         if self.sampler is not None:
             joules, seconds, samples = self.sampler.end()
+            readings = self.sampler.readings(period_s)
         else:
-            end = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
-            joules, samples = (end - self.counter_start) / 1000.0, 2  # mJ -> J
+            end = self._counter()
+            joules, samples = (end[1] - self.counter_start[1]) / 1000.0, 2  # mJ -> J
+            readings = counter_readings((self.counter_start[0], [self.counter_start[1] / 1000.0]),
+                                        (end[0], [end[1] / 1000.0]), period_s)
+            if joules == 0 and seconds >= period_s:
+                flags.append(FLAG_NO_UPDATE)  # a powered GPU always uses energy: the counter did not update
         extra = {"temperature_c_start": self.temperature_start, "temperature_c_end": self.temperature(), **self.clocks()}
         return Measurement(joules=joules, seconds=seconds, sensor=self.sensor, provenance=MEASURED, domain="gpu",
-                           samples=samples, extra=extra)
+                           samples=samples, flags=tuple(flags), extra=extra, readings=readings)
 
 
 class NvmlMeter(Meter):
@@ -110,10 +155,20 @@ class NvmlMeter(Meter):
             return self.gpus[0].sensor
         return f"nvml: sum of GPUs {', '.join(str(g.index) for g in self.gpus)} ({', '.join(g.sensor for g in self.gpus)})"
 
+    def resolved_devices(self) -> set[str]:
+        return {f"nvml:{g.uuid or g.index}" for g in self.gpus}
+
     def describe(self) -> dict[str, Any]:
         info = {**super().describe(), "gpu_index": self.index, "gpu_indices": [g.index for g in self.gpus],
-                "device_name": self.device_name, "energy_counter": self.uses_counter,
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+                "gpu_uuids": [g.uuid for g in self.gpus], "device_name": self.device_name,
+                "energy_counter": self.uses_counter, "mig_enabled": [g.mig_enabled for g in self.gpus],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "cuda_device_order": os.environ.get("CUDA_DEVICE_ORDER")}
+        try:  # both numberings: NVML's (what is metered) and CUDA's (what the engine runs on)
+            info["cuda_ordinals"] = [cuda_ordinal(self._nvml, g.index, info["cuda_visible_devices"],
+                                                  info["cuda_device_order"]) for g in self.gpus]
+        except (IPWUsageError, self._nvml.NVMLError, AttributeError) as exc:
+            info["cuda_ordinals"] = f"unknown: {exc}"
         try:
             info["driver_version"] = _text(self._nvml.nvmlSystemGetDriverVersion())
         except self._nvml.NVMLError:
@@ -141,14 +196,25 @@ class NvmlMeter(Meter):
     def _end(self) -> Measurement:
         seconds = time.perf_counter() - self._t0
         try:
-            parts = [gpu.end(seconds) for gpu in self.gpus]
+            parts = [gpu.end(seconds, self.update_period_s) for gpu in self.gpus]
         except self._nvml.NVMLError as exc:
             raise MeterFailure(f"nvml: reading GPU energy failed during the run ({exc}); "
                                "check `nvidia-smi` (a driver reset or a lost GPU)") from None
         if len(parts) == 1:
             return parts[0]
+        readings = None
+        if all(p.readings is not None and p.readings.kind == COUNTER for p in parts):
+            # one counter per GPU, read one after the other: a series each, at the mean time of the reads
+            edges = [(sum(p.readings.times[k] for p in parts) / len(parts),  # type: ignore[union-attr]
+                      tuple(v for p in parts for v in p.readings.values[k])) for k in (0, 1)]  # type: ignore[union-attr]
+            readings = Readings(COUNTER, (edges[0][0], edges[1][0]), (edges[0][1], edges[1][1]), self.update_period_s,
+                                (None,) * len(parts))
+        flags = tuple(dict.fromkeys(f for p in parts for f in p.flags if f != FLAG_NO_UPDATE))
+        if all(FLAG_NO_UPDATE in p.flags for p in parts):
+            flags += (FLAG_NO_UPDATE,)
         return Measurement(joules=sum(p.joules for p in parts), seconds=seconds, sensor=self.sensor,
-                           provenance=MEASURED, domain="gpu", samples=sum(p.samples for p in parts), parts=tuple(parts))
+                           provenance=MEASURED, domain="gpu", samples=sum(p.samples for p in parts), parts=tuple(parts),
+                           flags=flags, readings=readings)
 
     def close(self) -> None:
         if self._nvml is not None:

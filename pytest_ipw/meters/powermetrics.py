@@ -6,10 +6,13 @@ the energy figures are used, not the ``*_power`` ones, and only from that block 
 ``gpu_energy`` disagrees slightly; one source is used throughout). macOS versions without the energy keys
 fall back to ``*_power`` (mW) × elapsed, and a stream never switches source once started.
 
-The samples tile time: sample k covers the interval from the previous sample's arrival to its own, and
-its energy is shared among windows in proportion to their overlap (power taken as constant within a
-sample). So the sampling interval (``--ipw-sample-hz``) is this sensor's update period, and shorter
-windows are flagged.
+The samples tile time by their own ``elapsed_ns``: each covers the ``elapsed_ns`` before the next one
+begins, so the stream is a chain of intervals. Arrival times only anchor that chain on the reader's clock:
+a sample cannot arrive before it was written, so the chain is placed as late as every arrival allows
+(the earliest arrival relative to the chain wins). Samples that arrive together (several documents in one
+read, a reader that fell behind) keep their own intervals. Each sample's energy is shared among windows
+in proportion to their overlap (power taken as constant within a sample). So the sampling interval
+(``--ipw-sample-hz``) is this sensor's update period, and shorter windows are flagged.
 
 The figures come from Apple's on-chip energy model: Apple's powermetrics documentation calls them
 estimated. They are the device's own telemetry (labelled ``measured`` here, like NVML or RAPL), and the
@@ -28,7 +31,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from pytest_ipw.hardware.profiles import AcceleratorProfile
-from .base import DEFAULT_SAMPLE_HZ, MEASURED, Measurement, Meter, MeterFailure, sample_interval_s
+from .base import (
+    DEFAULT_SAMPLE_HZ,
+    MEASURED,
+    POWER,
+    Measurement,
+    Meter,
+    MeterFailure,
+    Readings,
+    sample_interval_s,
+    wall_offset,
+)
 from .base import MeterUnavailable
 
 SAMPLERS = "cpu_power,gpu_power,thermal"
@@ -115,6 +128,48 @@ def _privilege_message(detail: str) -> str:
             "or install the sudo-less IOReport counters: pip install 'pytest-ipw[apple]' (--ipw-meter=ioreport)")
 
 
+class SampleTimeline:
+    """Places powermetrics samples on the reader's clock by their own ``elapsed_ns`` (see the module text).
+
+    ``add(arrived, sample)`` appends the next sample of the stream; ``placed()`` gives (start, end, sample)
+    on the reader's clock. Not thread-safe: the meter holds its lock around every call.
+    """
+
+    def __init__(self) -> None:
+        self._chain_end = 0.0  # end of the newest sample, in seconds of the stream since its first sample began
+        self._offset: float | None = None  # reader clock = stream time + offset
+        self._samples: list[tuple[float, float, PowermetricsSample]] = []  # (stream start, stream end, sample)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def add(self, arrived: float, sample: PowermetricsSample) -> None:
+        start, self._chain_end = self._chain_end, self._chain_end + sample.elapsed_s
+        # written no later than it arrived: the chain sits as late as all arrivals allow
+        latest = arrived - self._chain_end
+        self._offset = latest if self._offset is None else min(self._offset, latest)
+        self._samples.append((start, self._chain_end, sample))
+
+    def covered_until(self) -> float | None:
+        """Reader-clock time up to which samples have arrived (None before the first)."""
+        return None if self._offset is None else self._chain_end + self._offset
+
+    def placed(self) -> list[tuple[float, float, PowermetricsSample]]:
+        offset = self._offset or 0.0
+        return [(start + offset, end + offset, sample) for start, end, sample in self._samples]
+
+    def forget_before(self, t: float) -> None:
+        """Drop samples that ended before reader-clock time ``t`` (keeping the newest): no window needs them."""
+        if self._offset is None:
+            return
+        kept = [s for s in self._samples if s[1] + self._offset > t]
+        self._samples = kept or self._samples[-1:]
+
+    @property
+    def newest(self) -> PowermetricsSample | None:
+        return self._samples[-1][2] if self._samples else None
+
+
 class PowermetricsMeter(Meter):
     name = "powermetrics"
     provenance = MEASURED
@@ -128,8 +183,7 @@ class PowermetricsMeter(Meter):
         self.update_period_s = interval_s
         self._clock = clock
         self._lock = threading.Condition()
-        # (start, end, sample): end is the arrival time, start the previous arrival (the samples tile time)
-        self._samples: list[tuple[float, float, PowermetricsSample]] = []
+        self._samples = SampleTimeline()
         self._source: str | None = None
         self._error: str | None = None
         self._t0 = 0.0
@@ -161,7 +215,7 @@ class PowermetricsMeter(Meter):
 
     def thermal(self) -> dict[str, Any]:
         with self._lock:
-            latest = self._samples[-1][2] if self._samples else None
+            latest = self._samples.newest
         return {"thermal_pressure": latest.thermal_pressure} if latest and latest.thermal_pressure else {}
 
     def _stderr(self) -> str:
@@ -175,7 +229,6 @@ class PowermetricsMeter(Meter):
         stream = PlistStream()
         stdout = self._process.stdout
         assert stdout is not None
-        last = None
         try:
             while True:
                 data = stdout.read1(65536) if hasattr(stdout, "read1") else stdout.read(65536)
@@ -186,11 +239,9 @@ class PowermetricsMeter(Meter):
                     if self._source is None:
                         self._source = sample_source(document)
                     sample = parse_sample(document, self._source)
-                    start = last if last is not None else arrived - sample.elapsed_s
                     with self._lock:
-                        self._samples.append((start, arrived, sample))
+                        self._samples.add(arrived, sample)
                         self._lock.notify_all()
-                    last = arrived
         except Exception as exc:  # a malformed sample ends the stream; the next window reports it
             with self._lock:
                 self._error = f"unreadable powermetrics output: {exc}"
@@ -203,24 +254,31 @@ class PowermetricsMeter(Meter):
     def _begin(self) -> None:
         self._t0 = self._clock()
         with self._lock:
-            # samples that ended before this window can never be needed again
-            self._samples = [s for s in self._samples if s[1] > self._t0] or self._samples[-1:]
+            self._samples.forget_before(self._t0)
 
     def _end(self) -> Measurement:
         t1 = self._clock()
         t0 = self._t0
         deadline = 3 * self.interval_s + 2.0
+
+        def covered() -> bool:
+            until = self._samples.covered_until()
+            return until is not None and until >= t1
+
         with self._lock:
-            self._lock.wait_for(lambda: (self._samples and self._samples[-1][1] >= t1) or self._error,
-                                timeout=deadline)
-            samples = list(self._samples)
+            self._lock.wait_for(lambda: covered() or self._error, timeout=deadline)
+            ready = covered()
+            samples = self._samples.placed()
             error = self._error
-        if not (samples and samples[-1][1] >= t1):
+        if not ready:
             raise MeterFailure(f"powermetrics stopped sending samples during the run ({error or f'none for {deadline:g} s'}); "
                                "check that it still runs (as root), or use --ipw-meter=ioreport")
         cpu = gpu = ane = 0.0
         first: PowermetricsSample | None = None
         last: PowermetricsSample | None = None
+        # the window's power as a step function (constant within a sample), on the wall clock
+        offset = wall_offset() if self._clock is time.perf_counter else 0.0
+        steps: list[tuple[float, float]] = []
         for start, end, sample in samples:
             overlap = min(end, t1) - max(start, t0)
             if overlap <= 0 or end <= start:
@@ -229,6 +287,10 @@ class PowermetricsMeter(Meter):
             cpu, gpu, ane = cpu + sample.cpu_j * share, gpu + sample.gpu_j * share, ane + sample.ane_j * share
             first = sample if first is None else first
             last = sample
+            watts = sample.joules / (end - start)
+            steps += [(max(start, t0) + offset, watts), (min(end, t1) + offset, watts)]
+        readings = Readings(POWER, tuple(t for t, _ in steps), tuple((w,) for _, w in steps), self.update_period_s) \
+            if len(steps) >= 2 else None
         seconds = t1 - t0
         parts = tuple(Measurement(joules=j, seconds=seconds, sensor=f"powermetrics: {engine}", provenance=MEASURED,
                                   domain=domain, samples=len(samples))
@@ -237,7 +299,7 @@ class PowermetricsMeter(Meter):
                  "thermal_pressure_end": last.thermal_pressure if last else None}
         return Measurement(joules=cpu + gpu + ane, seconds=seconds, sensor=self.sensor, provenance=MEASURED,
                            domain="soc", samples=sum(1 for s in samples if s[1] > t0 and s[0] < t1),
-                           parts=parts, extra=extra)
+                           parts=parts, extra=extra, readings=readings)
 
     def close(self) -> None:
         process = getattr(self, "_process", None)

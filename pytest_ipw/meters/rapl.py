@@ -32,6 +32,8 @@ from .base import (
     Meter,
     MeterFailure,
     counter_delta,
+    counter_readings,
+    timed_read,
 )
 from .base import MeterUnavailable
 
@@ -155,7 +157,7 @@ class RaplMeter(Meter):
         self._read = reader
         self._clock = clock
         self.domain = "+".join(dict.fromkeys(z.domain or "cpu" for z in zones))
-        self._start: tuple[float, list[int]] | None = None
+        self._start: tuple[float, tuple[float, list[int]]] | None = None
         self.read_counters()  # fail now, with the fix, rather than in the first query
 
     @property
@@ -184,7 +186,7 @@ class RaplMeter(Meter):
         return values
 
     def _begin(self) -> None:
-        self._start = (self._clock(), self._counters())
+        self._start = (self._clock(), timed_read(self._counters))
 
     def _counters(self) -> list[int]:
         try:
@@ -194,8 +196,8 @@ class RaplMeter(Meter):
 
     def _end(self) -> Measurement:
         assert self._start is not None
-        started, before = self._start
-        after = self._counters()
+        started, (read_at, before) = self._start
+        ended_at, after = timed_read(self._counters)
         seconds = self._clock() - started
         parts, flags = [], []
         for zone, b, a in zip(self.zones, before, after):
@@ -208,9 +210,15 @@ class RaplMeter(Meter):
                 flags.append(FLAG_MAY_HAVE_WRAPPED)  # two wraps look like one: this window is too long to trust
             parts.append(Measurement(joules=joules, seconds=seconds, sensor=f"rapl: {zone.name} ({zone.zone_id})",
                                      provenance=MEASURED, domain=zone.domain or "cpu", samples=2))
+        readings = counter_readings((read_at, [v / 1e6 for v in before]), (ended_at, [v / 1e6 for v in after]),
+                                    self.update_period_s, [z.max_range_uj / 1e6 if z.max_range_uj else None
+                                                           for z in self.zones])
         return Measurement(joules=sum(p.joules for p in parts), seconds=seconds, sensor=self.sensor,
                            provenance=MEASURED, domain=self.domain, samples=2, flags=tuple(dict.fromkeys(flags)),
-                           parts=tuple(parts) if len(parts) > 1 else ())
+                           parts=tuple(parts) if len(parts) > 1 else (), readings=readings)
+
+    def resolved_devices(self) -> set[str]:
+        return {f"rapl:{z.zone_id}" for z in self.zones}
 
 
 def create(profile: AcceleratorProfile, device_index: int | None = None, arg: str | None = None,

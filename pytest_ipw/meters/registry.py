@@ -132,7 +132,12 @@ def create_meter(name: str, profile: AcceleratorProfile, device_index: int | Non
         return meters[0]
     from .combined import SumMeter
 
-    return SumMeter(meters)
+    try:
+        return SumMeter(meters)
+    except BaseException:
+        for meter in meters:
+            meter.close()
+        raise
 
 
 def select_meter(profile: AcceleratorProfile, device_index: int | None = None, requested: str | None = None,

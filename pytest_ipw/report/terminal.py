@@ -108,13 +108,22 @@ def _basis_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _flag_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    from pytest_ipw.meters.base import FLAG_BELOW_IDLE, FLAG_SHORT_WINDOW
+    from pytest_ipw.meters.base import FLAG_BELOW_IDLE, FLAG_SHORT_WINDOW, energy_exclusions
 
+    excluded: dict[str, int] = {}
+    for record in records:
+        for flag in energy_exclusions(record.get("meter_flags")):
+            excluded[flag] = excluded.get(flag, 0) + 1
+    left_out = sum(1 for r in records if energy_exclusions(r.get("meter_flags")))
+    lines = [f"energy: {left_out} window(s) LEFT OUT of J/query, W, IPW and IPJ because their energy is unknown ("
+             + ", ".join(f"{n} {flag}" for flag, n in sorted(excluded.items()))
+             + "); their queries still count for accuracy"] if left_out else []
     counts: dict[str, int] = {}
     for record in records:
         for flag in record.get("meter_flags") or ():
             counts[flag] = counts.get(flag, 0) + 1
-    lines = []
+    for flag in excluded:
+        counts.pop(flag, None)
     if counts.pop(FLAG_SHORT_WINDOW, 0):
         n = sum(1 for r in records if FLAG_SHORT_WINDOW in (r.get("meter_flags") or ()))
         lines.append(f"energy: {n} window(s) were shorter than their sensor's update period; "

@@ -2,9 +2,12 @@
 
 Each test still records one query. The first test of a batch runs its query together with the next
 N-1 queries its test items will ask for (same model × accelerator and benchmark, in run order), under
-one meter window; every query of the batch then gets 1/N of that window's energy and time (the batch's
-mean power), its own tokens, the batch's latency, and a ``batched:N`` meter flag. The following tests
-take their answer from the batch without running the model again.
+one meter window; every query of the batch then carries that window with a ``batched:N`` meter flag, its
+own tokens and the batch's latency, and is charged by the one rule for every path
+(:func:`pytest_ipw.records.charge`): 1/N of the window's energy over the window's whole length, since
+each of the N queries was in flight all along (so its power is the device's power / N, as for N xdist
+workers sharing a device). The following tests take their answer from the batch without running the
+model again.
 """
 
 from __future__ import annotations
@@ -16,20 +19,12 @@ from typing import Any, Sequence
 from pytest_ipw.backends.base import Generation
 
 
-def split_measurement(measurement: Any, n: int) -> Any:
-    """One of ``n`` equal shares of a window: energy and time divided, so power stays the batch's."""
+def batch_measurement(measurement: Any, n: int) -> Any:
+    """The batch window's measurement, flagged ``batched:N``: the record of each query takes its share
+    from it by the one rule (``records.charge``), never a division here."""
     if n <= 1:
         return measurement
-    parts = tuple(split_measurement(p, n) for p in getattr(measurement, "parts", ()) or ())
-    changes: dict[str, Any] = {"joules": measurement.joules / n, "seconds": measurement.seconds / n,
-                               "flags": tuple(measurement.flags) + (f"batched:{n}",)}
-    if parts:
-        changes["parts"] = parts
-    for name in ("joules_active",):  # meters that also report the energy above idle
-        value = getattr(measurement, name, None)
-        if isinstance(value, (int, float)) and name in {f.name for f in dataclasses.fields(measurement)}:
-            changes[name] = value / n
-    return dataclasses.replace(measurement, **changes)
+    return dataclasses.replace(measurement, flags=tuple(measurement.flags) + (f"batched:{n}",))
 
 
 class Batcher:
@@ -50,7 +45,7 @@ class Batcher:
                     batch.append(other)
             with meter.window() as window:
                 generations = backend.generate_batch([q.prompt for q in batch])
-            share = split_measurement(window.measurement, len(batch))
+            share = batch_measurement(window.measurement, len(batch))
             for member, generation in zip(batch, generations):
                 self._ready[member.id] = (generation, share)
         return self._ready.pop(query.id)

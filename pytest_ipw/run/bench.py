@@ -6,7 +6,6 @@ numbers happens here, so it can be read (and tested) without pytest's fixture ma
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pytest_ipw.queries.schema import Query
@@ -43,21 +42,17 @@ class BenchStep:
         record = session.resumed.get(key)
         if record is not None:
             return record
-        window_times: dict[str, float | None] = {"window_start": None, "window_end": None}
         if session.options.batch_size > 1:  # this query and the next ones in one engine call; they share the energy
             batcher = session.batcher(target.id)
             generation, measurement = batcher.answer(query, [*rest, *self.upcoming()], self.model, self.meter)
         else:
-            window_start = time.time()  # wall clock: comparable across xdist workers
             with self.meter.window() as window:
                 generation = self.model.generate(query.prompt)
-            measurement = window.measurement
-            window_times = {"window_start": window_start, "window_end": time.time()}
+            measurement = window.measurement  # carries its wall-clock window (xdist sharing) and sensor readings
         # after the model's window: a judge's own window never adds to the model's energy
         result = score(query, generation.text, judge=session.judge_scorer(self.meter))
         record = make_record(query=query, model=target.model.name, accelerator=target.device.profile.name,
                              benchmark=self.benchmark, generation=generation, measurement=measurement, score=result,
                              energy_basis=session.options.energy)
-        record.update(window_times)
         session.journal.append(record)
         return record

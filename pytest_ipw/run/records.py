@@ -6,10 +6,11 @@ Field names are public API; README documents them.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 from pytest_ipw.backends.base import Generation
-from pytest_ipw.meters.base import Measurement
+from pytest_ipw.meters.base import FLAG_NO_UPDATE, FLAG_UNATTRIBUTABLE, Measurement
 from pytest_ipw.queries.schema import Query
 from pytest_ipw.scoring.scorers import Score
 
@@ -18,7 +19,7 @@ RECORD_FIELDS = (
     "reference", "extracted", "correct", "unscorable", "truncated", "tokens_in", "tokens_out", "latency_s",
     "ttft_s", "joules", "watts", "seconds", "meter", "provenance", "energy_domain", "meter_flags",
     "joules_active", "idle_watts", "energy_basis", "energy_parts", "meter_extra", "window_start", "window_end",
-    "correct_strict", "extracted_strict", "token_source", "judge", "backend_extra", "strict_protocol",
+    "energy_readings", "correct_strict", "extracted_strict", "token_source", "judge", "backend_extra", "strict_protocol",
 )
 
 
@@ -33,9 +34,10 @@ def make_record(
     score: Score,
     energy_basis: str = "total",
 ) -> dict[str, Any]:
-    """``joules``/``watts`` are always the total over the window; ``energy_basis`` says whether IPW uses
-    them or ``joules_active`` (total minus the idle baseline, None without a baseline)."""
-    return {
+    """``joules``/``watts`` are the total over the query's window (its share of it when the window ran
+    several queries: :func:`charge`); ``energy_basis`` says whether IPW uses them or ``joules_active``
+    (total minus the idle baseline, None without a baseline)."""
+    record = {
         "query_id": query.id,
         "domain": query.domain,
         "split": query.split,
@@ -68,6 +70,11 @@ def make_record(
         "energy_parts": [{"sensor": p.sensor, "provenance": p.provenance, "domain": p.domain, "joules": p.joules}
                          for p in measurement.parts],
         "meter_extra": dict(measurement.extra) or None,  # None, not {}: columnar writers reject empty structs
+        # wall-clock window and what the sensor read in it: the controller puts every window of a sensor on one
+        # timeline with them (share_overlapping_energy)
+        "window_start": measurement.started_at,
+        "window_end": measurement.ended_at,
+        "energy_readings": measurement.readings.to_dict() if measurement.readings is not None else None,
         # strict reading (answer in the requested format), where counts came from, the judge's verdict and cost
         "correct_strict": score.correct_strict,
         "extracted_strict": score.extracted_strict,
@@ -77,38 +84,159 @@ def make_record(
         "backend_extra": dict(generation.extra) or None,
         "strict_protocol": query.protocol,  # the data set's official extraction behind correct_strict, if any
     }
+    queries = queries_in_window(record["meter_flags"])
+    if queries > 1:
+        record = charge(record, measurement.joules / queries)
+    return record
+
+
+_BATCHED = re.compile(r"batched:(\d+)$")
+
+
+def queries_in_window(flags: Sequence[str] | None) -> int:
+    """How many queries one window ran at once: N for a batch (flag ``batched:N``), else 1."""
+    for flag in flags or ():
+        match = _BATCHED.match(str(flag))
+        if match:
+            return int(match.group(1))
+    return 1
+
+
+def charge(record: dict[str, Any], joules: float, flag: str | None = None) -> dict[str, Any]:
+    """THE rule for a query's energy (docs/energy-methodology.md): a query is charged ``joules``, its share
+    of what its sensor used during the query's own wall-clock window; ``seconds`` stay that window's
+    length, so ``watts`` = share / window seconds, on every path (a batch of N, xdist workers on one device,
+    a coarse counter's spread updates). The window's own figure stays in ``joules_window``; the parts and
+    the idle baseline are scaled by the same fraction. Returns a new record."""
+    record = dict(record)
+    raw = record.get("joules_window", record["joules"])
+    fraction = joules / raw if raw else 0.0
+    seconds = record["seconds"] or 0.0
+    record["joules_window"] = raw
+    record["joules"] = joules
+    record["watts"] = joules / seconds if seconds > 0 else 0.0
+    if record.get("idle_watts") is not None:
+        # the window's idle energy is shared the same way as its total
+        record["joules_active"] = max(0.0, joules - record["idle_watts"] * seconds * fraction)
+    if record.get("energy_parts"):
+        original = record.get("energy_parts_window") or record["energy_parts"]
+        record["energy_parts_window"] = original
+        record["energy_parts"] = [{**part, "joules": part["joules"] * fraction} for part in original]
+    if flag and flag not in (record.get("meter_flags") or ()):
+        record["meter_flags"] = list(record.get("meter_flags") or []) + [flag]
+    return record
+
+
+#: flag on a coarse counter's window whose energy was rebuilt from the counter's observed updates
+FLAG_SPREAD = "energy-spread-over-counter-updates"
+#: flag on a window that had no readings of its sensor and overlapped others: its share is an estimate
+FLAG_APPROX = "energy-shared-without-readings"
 
 
 def share_overlapping_energy(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records whose windows overlapped on one sensor (xdist workers on one device) get their share of
-    the energy instead of their whole window's (the report counts them by their flag).
+    """Put the windows of each sensor on one timeline and charge every query by :func:`charge`.
 
     Records are grouped by accelerator and sensor; only records with wall-clock window times take part.
-    The raw window energy stays in ``joules_window``; ``meter_flags`` gets ``energy-shared:N`` (N the
-    most queries running at once during the window).
+    With readings (counter values at each window's edges, or power samples) the device's energy in every
+    piece of time between window edges is known, and each piece is divided among the queries open then
+    (``pytest_ipw.meters.trace.split_pieces``): exact for counters, the shared trace for gauges. A coarse
+    counter's increments are first spread over the time between its observed updates, and a window it
+    cannot place is flagged ``energy-unattributable`` (left out of the energy means). Without readings
+    the windows' totals are fitted (``split_overlapping_windows``) and flagged as such. A window that
+    overlapped others gets ``energy-shared:N`` (N the most queries open at once during it).
     """
-    from pytest_ipw.meters.trace import split_overlapping_windows
-
     out = list(records)
     groups: dict[tuple[str, str], list[int]] = {}
     for index, record in enumerate(records):
         if record.get("window_start") is not None and record.get("window_end") is not None:
             groups.setdefault((record["accelerator"], record["meter"]), []).append(index)
     for indices in groups.values():
-        windows = [(records[i]["window_start"], records[i]["window_end"], records[i]["joules"]) for i in indices]
-        shares, most = split_overlapping_windows(windows)
-        for i, share, concurrency in zip(indices, shares, most):
-            if concurrency < 2:
-                continue
-            record = dict(records[i])
-            seconds = record["seconds"] or (record["window_end"] - record["window_start"])
-            record["joules_window"] = record["joules"]
-            record["joules"] = share
-            record["watts"] = share / seconds if seconds > 0 else 0.0
-            if record.get("idle_watts") is not None:
-                # the idle baseline is shared the same way: each query's share of the window's idle energy
-                idle_share = record["idle_watts"] * seconds * share / record["joules_window"] if record["joules_window"] else 0.0
-                record["joules_active"] = max(0.0, share - idle_share)
-            record["meter_flags"] = list(record.get("meter_flags") or []) + [f"energy-shared:{concurrency}"]
-            out[i] = record
+        for index, record in _share_group([records[i] for i in indices]).items():
+            out[indices[index]] = record
     return out
+
+
+def _windows(records: Sequence[dict[str, Any]]) -> tuple[list[list[int]], list[int]]:
+    """Records grouped into physical windows (the N records of one batch share one), and each one's weight."""
+    by_key: dict[Any, list[int]] = {}
+    for i, record in enumerate(records):
+        n = queries_in_window(record.get("meter_flags"))
+        key = (record["window_start"], record["window_end"], n) if n > 1 else ("record", i)
+        by_key.setdefault(key, []).append(i)
+    members = list(by_key.values())
+    return members, [queries_in_window(records[m[0]].get("meter_flags")) for m in members]
+
+
+def _share_group(records: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Changed records of one sensor, by position in ``records``."""
+    from pytest_ipw.meters.base import COUNTER, POWER, Readings
+    from pytest_ipw.meters.trace import (InconsistentReadings, concurrency, counter_timeline, split_counter, split_energy,
+                               split_overlapping_windows)
+
+    members, weights = _windows(records)
+    first = [records[m[0]] for m in members]
+    readings = [Readings.from_dict(r["energy_readings"]) if r.get("energy_readings") else None for r in first]
+    kinds = {r.kind if r is not None and len(r.times) >= 2 else None for r in readings}
+    if kinds == {COUNTER}:
+        edges = [(r.times[0], r.times[-1]) for r in readings]  # type: ignore[union-attr]
+        points = [(t, v) for r in readings for t, v in zip(r.times, r.values)]  # type: ignore[union-attr]
+        try:
+            timeline = counter_timeline(points, readings[0].wrap_j, min(r.period_s for r in readings))  # type: ignore[union-attr]
+        except InconsistentReadings:
+            timeline = None
+        if timeline is not None:
+            # every window of a coarse counter is rebuilt (spread), not only the overlapping ones
+            shares, load = split_counter(timeline, edges, weights)
+            return _charge_windows(records, members, weights, shares, load, coarse=timeline.coarse)
+    if kinds == {POWER}:
+        edges = [(r.times[0], r.times[-1]) for r in readings]  # type: ignore[union-attr]
+    else:
+        edges = [(r["window_start"], r["window_end"]) for r in first]
+    # only windows that overlap another change: the others keep their own figure (and cost nothing here)
+    load = concurrency(edges, weights)
+    chosen = [k for k, (most, weight) in enumerate(zip(load, weights)) if most > weight + 1e-9]
+    if not chosen:
+        return {}
+    sub_edges, sub_weights = [edges[k] for k in chosen], [weights[k] for k in chosen]
+    if kinds == {POWER}:
+        samples = sorted((t, v[0]) for k in chosen for t, v in zip(readings[k].times, readings[k].values))  # type: ignore[union-attr]
+        shares = list(split_energy([t for t, _ in samples], [w for _, w in samples], sub_edges, sub_weights))
+        approximate = False
+    else:
+        raw = [first[k].get("joules_window", first[k]["joules"]) for k in chosen]
+        shares = split_overlapping_windows([(a, b, j) for (a, b), j in zip(sub_edges, raw)], sub_weights)[0]
+        approximate = True
+    return _charge_windows(records, [members[k] for k in chosen], sub_weights, shares, [load[k] for k in chosen],
+                           approximate=approximate)
+
+
+def _charge_windows(records: Sequence[dict[str, Any]], members: list[list[int]], weights: list[int],
+                    shares: Sequence[float | None], concurrency: Sequence[float], *, coarse: bool = False,
+                    approximate: bool = False) -> dict[int, dict[str, Any]]:
+    changed: dict[int, dict[str, Any]] = {}
+    for window, weight, share, load in zip(members, weights, shares, concurrency):
+        for i in window:
+            record = records[i]
+            if share is None:  # a coarse counter's update times do not bracket this window
+                flags = list(record.get("meter_flags") or [])
+                changed[i] = {**record, "meter_flags": flags + [FLAG_UNATTRIBUTABLE]}
+                continue
+            overlapped = load > weight + 1e-9
+            if not (overlapped or coarse or weight > 1):
+                continue  # alone, read exactly: the window's own figure stands
+            flags = []
+            if overlapped:
+                flags.append(f"energy-shared:{int(round(load))}")
+                if approximate:
+                    flags.append(FLAG_APPROX)
+            if coarse:
+                flags.append(FLAG_SPREAD)
+            record = charge(record, share / weight)
+            kept = list(record.get("meter_flags") or [])
+            if coarse:
+                # its energy now comes from the counter's updates around it, not from its own raw reading
+                kept = [f for f in kept if f != FLAG_NO_UPDATE]
+            record["meter_flags"] = kept + [f for f in flags if f not in kept]
+            changed[i] = record
+    return changed
+

@@ -252,3 +252,84 @@ def test_cli_runs_as_a_console_script(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pytest_ipw.cli", "--storage", str(tmp_path), "list"],
                             capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 0 and "no saved runs" in result.stdout
+
+
+# --------------------------------------------------------------------------- energy basis and pairing in compare
+
+
+def document(records: list[dict], basis: str = "total") -> dict:
+    return {"settings": {"energy": {"basis": basis}}, "records": records}
+
+
+def energy_record(query_id: str, *, benchmark: str = "test_bench.py::test_answer", correct: bool = True,
+                  joules: float = 100.0, active: float = 20.0, basis: str = "total", flags: tuple = ()) -> dict:
+    return {"query_id": query_id, "benchmark": benchmark, "model": "m", "accelerator": "cpu", "domain": "math",
+            "correct": correct, "joules": joules, "watts": joules / 2.0, "seconds": 2.0, "joules_active": active,
+            "idle_watts": (joules - active) / 2.0, "energy_basis": basis, "latency_s": 2.0, "tokens_out": 10,
+            "meter_flags": list(flags)}
+
+
+def test_compare_reads_energy_on_the_runs_recorded_basis():
+    from pytest_ipw.history.compare import changes_table, compare_runs
+
+    # the same total energy, but the queries' own (active) energy tripled: an active-energy run must see it
+    before = [energy_record(f"q{i}", active=20.0 + i % 3, basis="active") for i in range(30)]
+    after = [energy_record(f"q{i}", active=60.0 + i % 3, basis="active") for i in range(30)]
+    changes = compare_runs(document(before, "active"), document(after, "active"), resamples=200)
+    joules = next(c for c in changes if c.metric == "joules" and c.scope == "m@cpu")
+    assert joules.baseline == pytest.approx(21.0) and joules.current == pytest.approx(61.0)
+    assert joules.basis == "active" and joules.verdict == "worse"
+    assert "joules (active energy)" in changes_table(changes)
+    total = compare_runs(document([{**r, "energy_basis": "total"} for r in before]),
+                         document([{**r, "energy_basis": "total"} for r in after]), resamples=200)
+    assert next(c for c in total if c.metric == "joules").relative == 0.0
+
+
+def test_runs_on_different_energy_bases_are_not_compared():
+    from pytest_ipw.history.compare import compare_runs
+
+    records = [energy_record(f"q{i}") for i in range(5)]
+    with pytest.raises(IPWUsageError, match="baseline's energy figures use TOTAL energy and this run's use ACTIVE"):
+        compare_runs(document(records, "total"), document([{**r, "energy_basis": "active"} for r in records], "active"))
+
+
+def test_the_same_query_in_two_benchmark_functions_is_two_pairs():
+    from pytest_ipw.history.compare import compare_runs
+
+    def run(shift: float) -> list[dict]:
+        # test_fast answers every query right, test_slow every query wrong, in both runs
+        return [energy_record(f"q{i}", benchmark=f"test_bench.py::{name}", correct=name == "test_fast",
+                              joules=(10.0 if name == "test_fast" else 90.0) * shift)
+                for i in range(20) for name in ("test_fast", "test_slow")]
+
+    changes = compare_runs(document(run(1.0)), document(run(1.0)), resamples=200)
+    accuracy = next(c for c in changes if c.metric == "accuracy" and c.scope == "m@cpu")
+    joules = next(c for c in changes if c.metric == "joules" and c.scope == "m@cpu")
+    assert accuracy.queries == 40 and (accuracy.baseline, accuracy.current) == (0.5, 0.5) and not accuracy.significant
+    assert joules.baseline == joules.current == pytest.approx(50.0) and joules.relative == 0.0
+
+
+def test_windows_of_unknown_energy_stay_out_of_compared_energy():
+    from pytest_ipw.history.compare import compare_runs
+
+    before = [energy_record(f"q{i}") for i in range(20)]
+    after = [energy_record(f"q{i}", joules=0.0, active=0.0, flags=("sensor-did-not-update",)) if i < 5
+             else energy_record(f"q{i}") for i in range(20)]
+    changes = compare_runs(document(before), document(after), resamples=200)
+    joules = next(c for c in changes if c.metric == "joules" and c.scope == "m@cpu")
+    accuracy = next(c for c in changes if c.metric == "accuracy" and c.scope == "m@cpu")
+    assert joules.queries == 15 and joules.relative == 0.0  # a stale counter's 0 J is no saving
+    assert accuracy.queries == 20
+
+
+def test_a_run_compared_with_a_baseline_on_another_basis_fails_with_the_fix(project):
+    pytester, good = project
+    # the fixed meter, with an idle baseline (--ipw-energy=active needs one)
+    pytester.makeconftest(fixed_meter_conftest(2.0).replace("    return meter\n",
+                                                            "    meter.measure_idle(0.0, sleep=lambda s: None)\n"
+                                                            "    return meter\n"))
+    assert run(pytester, good, "--ipw-autosave", "--ipw-idle-seconds=0.2").ret == 0
+    result = run(pytester, good, "--ipw-compare", "--ipw-idle-seconds=0.2", "--ipw-energy=active")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*IPW COMPARE FAILED: the baseline's energy figures use TOTAL energy and this run's "
+                                 "use ACTIVE energy (--ipw-energy)*Rerun with --ipw-energy=total*"])

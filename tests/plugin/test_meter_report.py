@@ -56,7 +56,24 @@ def test_flags_are_counted_by_kind():
     assert "energy: 2 window(s) were shorter than their sensor's update period; their figures are imprecise " \
            "(see meter_flags in --ipw-json)" in lines
     assert "energy: 1 window(s) used less than the idle baseline predicts; their active energy is 0" in lines
-    assert "energy: 1 window(s) flagged counter-reset (see meter_flags in --ipw-json)" in lines
+    assert "energy: 1 window(s) LEFT OUT of J/query, W, IPW and IPJ because their energy is unknown (1 counter-reset); " \
+           "their queries still count for accuracy" in lines
+    assert not any("flagged counter-reset" in line for line in lines)  # said once
+
+
+def test_windows_of_unknown_energy_are_left_out_of_the_energy_means_only():
+    from pytest_ipw.meters.base import EXCLUDED_FLAGS
+
+    good = [record(joules=100.0, watts=50.0), record(joules=60.0, watts=30.0, correct=False)]
+    for flag in EXCLUDED_FLAGS:  # a raw 0 of a stale counter, a post-wrap remainder, ...: never averaged in
+        bad = record(joules=0.0, watts=0.0, meter_flags=[flag])
+        summary = summarize(good + [bad])
+        assert (summary.mean_joules, summary.mean_watts) == (80.0, 40.0), flag
+        assert summary.queries == 3 and summary.accuracy == pytest.approx(2 / 3) and summary.energy_excluded == 1
+        assert summary.ipw == pytest.approx((2 / 3) / 40.0)
+    alone = summarize([record(meter_flags=["sensor-did-not-update"])])
+    assert alone.mean_joules is None and alone.ipw is None and alone.energy_excluded == 1
+    assert "n/a" in summary_table([alone])
 
 
 @pytest.mark.parametrize("workers, said", [(0, False), (1, False), (4, True), ("auto", True)])

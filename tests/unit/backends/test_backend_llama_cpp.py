@@ -4,6 +4,7 @@ honoured and recorded; a GPU target on a CPU-only build is an error, never a sil
 from __future__ import annotations
 
 import hashlib
+import sys
 from types import SimpleNamespace
 
 import llama_cpp
@@ -14,6 +15,7 @@ from pytest_ipw.backends.base import GenerationSettings
 from pytest_ipw.backends.llama_cpp import offload_settings
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.backends.models import parse_model_spec
+from support import H100x4, FakeNvml
 
 
 def device(name: str, vendor: str, offload: bool, index: int | None = None):
@@ -30,11 +32,35 @@ def test_cpu_targets_offload_nothing():
         {"gpu_layers": 0, "gpu_offload": "none (CPU)", "main_gpu": None}
 
 
-@pytest.mark.parametrize(("name", "vendor", "expected"), [("h100", "nvidia", "CUDA (all layers)"),
-                                                          ("m4max", "apple", "Metal (all layers)")])
-def test_gpu_targets_offload_all_layers_to_their_device(name, vendor, expected):
-    assert offload_settings(build(True), device(name, vendor, True, index=2)) == \
-        {"gpu_layers": -1, "gpu_offload": expected, "main_gpu": 2}
+def test_apple_gpu_offloads_all_layers_to_its_device():
+    assert offload_settings(build(True), device("m4max", "apple", True, index=None)) == \
+        {"gpu_layers": -1, "gpu_offload": "Metal (all layers)", "main_gpu": 0}
+
+
+@pytest.mark.parametrize(("visible", "order", "nvml_index", "cuda"), [
+    (None, None, 2, 2),
+    ("1", None, 1, 0),  # the case: under CUDA_VISIBLE_DEVICES=1, NVML GPU 1 is CUDA device 0
+    ("3,1", None, 1, 1),
+    ("GPU-00000002-aaaa-bbbb-cccc-dddddddddddd,GPU-00000000-aaaa-bbbb-cccc-dddddddddddd", None, 0, 1),
+    ("2,3", "PCI_BUS_ID", 3, 1),
+])
+def test_nvidia_main_gpu_is_the_cuda_ordinal_of_the_metered_gpu(monkeypatch, visible, order, nvml_index, cuda):
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(H100x4))
+    for name, value in (("CUDA_VISIBLE_DEVICES", visible), ("CUDA_DEVICE_ORDER", order)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    settings = offload_settings(build(True), device("h100", "nvidia", True, index=nvml_index))
+    assert settings == {"gpu_layers": -1, "gpu_offload": "CUDA (all layers)", "main_gpu": cuda,
+                        "nvml_index": nvml_index, "cuda_visible_devices": visible, "cuda_device_order": order}
+
+
+def test_nvidia_gpu_hidden_from_cuda_is_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(H100x4))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(IPWUsageError, match="NVML GPU 2 is not visible to CUDA"):
+        offload_settings(build(True), device("h100", "nvidia", True, index=2))
 
 
 @pytest.mark.parametrize(("name", "vendor", "fix"), [("h100", "nvidia", 'CMAKE_ARGS="-DGGML_CUDA=on"'),

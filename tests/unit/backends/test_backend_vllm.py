@@ -588,8 +588,9 @@ def test_batch_size_runs_queries_together_and_splits_the_energy(batching_project
     assert [len(c) for c in calls] == [2, 2]  # four queries, two engine calls
     records = records_of(batching_project)
     assert [r["query_id"] for r in records] == ["q1", "q2", "q3", "q4"]
-    for record in records:  # each gets half the window: the batch's power, half its energy
-        assert record["joules"] == 1.0 and record["seconds"] == 0.25 and record["watts"] == 4.0
+    for record in records:  # each gets half the window's energy over the whole window: half the device's power
+        assert record["joules"] == 1.0 and record["seconds"] == 0.5 and record["watts"] == 2.0
+        assert record["joules_window"] == 2.0
         assert "batched:2" in record["meter_flags"] and record["correct"]
         assert record["backend_extra"]["batch_size"] == 2
 

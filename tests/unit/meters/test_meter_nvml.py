@@ -4,97 +4,20 @@ temperatures, driver and power limit recorded; failures mid-run are clear. pynvm
 from __future__ import annotations
 
 import sys
-import types
 
 import pytest
 
 from pytest_ipw.hardware.profiles import detect_devices, load_profiles
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.meters import nvml
-from pytest_ipw.meters.base import MEASURED, MeterFailure
-from pytest_ipw.meters.nvml import NvmlMeter, visible_gpu_indices
+from pytest_ipw.meters.base import FLAG_NO_UPDATE, FLAG_SHARED_DEVICE, MEASURED, MeterFailure
+from pytest_ipw.meters.nvml import NvmlMeter, cuda_ordinal, visible_gpu_indices
 from pytest_ipw.meters.registry import MeterUnavailable, select_meter
+from support import H100x4, FakeNvml
 
 PROFILES = load_profiles()
 
 
-class NVMLError(Exception):
-    pass
-
-
-class FakeNvml(types.SimpleNamespace):
-    """Several GPUs; GPU i's counter rises by ``step_mj[i]`` on every read; ``fail`` breaks reads."""
-
-    def __init__(self, names, step_mj=None, counters=True, power_mw=None, uuids=None, mig=None):
-        super().__init__()
-        self.names = names
-        self.step_mj = step_mj or [1000 * (i + 1) for i in range(len(names))]
-        self.power_mw = power_mw or [100_000 * (i + 1) for i in range(len(names))]
-        self.uuids = uuids or [f"GPU-{i:08d}-aaaa-bbbb-cccc-dddddddddddd" for i in range(len(names))]
-        self.mig = mig or {}  # MIG uuid -> parent index
-        self.counters, self.reads, self.fail, self.shutdowns = counters, [0] * len(names), False, 0
-        self.NVMLError = NVMLError
-        self.NVML_TEMPERATURE_GPU, self.NVML_CLOCK_SM, self.NVML_CLOCK_MEM = 0, 1, 2
-
-    def nvmlInit(self):
-        pass
-
-    def nvmlShutdown(self):
-        self.shutdowns += 1
-
-    def nvmlDeviceGetCount(self):
-        return len(self.names)
-
-    def nvmlDeviceGetHandleByIndex(self, index):
-        if not 0 <= index < len(self.names):
-            raise NVMLError("Invalid Argument")
-        return ("gpu", index)
-
-    def nvmlDeviceGetHandleByUUID(self, uuid):
-        if uuid in self.mig:
-            return ("mig", uuid)
-        raise NVMLError("Not Found")
-
-    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle):
-        return ("gpu", self.mig[handle[1]])
-
-    def nvmlDeviceGetIndex(self, handle):
-        return handle[1]
-
-    def nvmlDeviceGetUUID(self, handle):
-        return self.uuids[handle[1]].encode()
-
-    def nvmlDeviceGetName(self, handle):
-        return self.names[handle[1]]
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
-        if not self.counters:
-            raise NVMLError("Not Supported")
-        if self.fail:
-            raise NVMLError("GPU is lost")
-        i = handle[1]
-        self.reads[i] += 1
-        return 7_000_000 + self.reads[i] * self.step_mj[i]
-
-    def nvmlDeviceGetPowerUsage(self, handle):
-        if self.fail:
-            raise NVMLError("GPU is lost")
-        return self.power_mw[handle[1]]
-
-    def nvmlDeviceGetTemperature(self, handle, sensor):
-        return 40 + handle[1]
-
-    def nvmlDeviceGetClockInfo(self, handle, clock):
-        return {1: 1980, 2: 2619}[clock]
-
-    def nvmlSystemGetDriverVersion(self):
-        return "565.57.01"
-
-    def nvmlDeviceGetEnforcedPowerLimit(self, handle):
-        return 700_000
-
-
-H100x4 = ["NVIDIA H100 80GB HBM3"] * 4
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -201,5 +124,89 @@ def test_detection_lists_only_visible_gpus_with_their_nvml_index(monkeypatch):
     fake = FakeNvml(["NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3", "NVIDIA L4"])
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,1")
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     devices = detect_devices(PROFILES, brand="Intel(R) Xeon(R)")
     assert [(d.profile.name, d.index) for d in devices] == [("l4", 2), ("h100", 1), ("cpu", None)]
+    # CUDA's default order ranks different models by an undocumented heuristic: "2,1" names unknown GPUs
+    monkeypatch.delenv("CUDA_DEVICE_ORDER")
+    with pytest.raises(IPWUsageError, match="CUDA_DEVICE_ORDER=PCI_BUS_ID, or list GPU UUIDs"):
+        detect_devices(PROFILES, brand="Intel(R) Xeon(R)")
+
+
+# --------------------------------------------------------------------------- NVML index -> CUDA ordinal
+
+# NVML enumerates these four in this order; their PCI bus ids are not in that order
+PCI = ["00000000:3B:00.0", "00000000:1A:00.0", "00000000:DB:00.0", "00000000:86:00.0"]
+UUIDS = [f"GPU-{i}{i}{i}{i}aaaa-1111-2222-3333-444455556666" for i in range(4)]
+BY_PCI = [1, 0, 3, 2]  # NVML indices in PCI bus order
+
+
+@pytest.mark.parametrize("visible, order, expected", [
+    (None, "PCI_BUS_ID", BY_PCI),  # CUDA ordinal k = k-th GPU by PCI bus id
+    ("1", "PCI_BUS_ID", [BY_PCI[1]]),  # CUDA_VISIBLE_DEVICES=1: the 2nd by bus id is CUDA device 0
+    ("3,0", "PCI_BUS_ID", [BY_PCI[3], BY_PCI[0]]),
+    ("2,0", None, [BY_PCI[2], BY_PCI[0]]),  # FASTEST_FIRST with identical GPUs: ties keep the bus order
+    (f"{UUIDS[3]},{UUIDS[0]}", None, [3, 0]),  # UUIDs name GPUs whatever the order
+    ("GPU-2222", None, [2]),  # a unique UUID prefix
+    ("MIG-abc", None, [2]),  # a MIG instance: CUDA device 0, measured through its parent GPU
+    ("1,9,0", "PCI_BUS_ID", [BY_PCI[1]]),  # like CUDA: an invalid entry ends the list
+])
+def test_nvml_index_to_cuda_ordinal_under_permutations(visible, order, expected):
+    fake = FakeNvml(H100x4, uuids=UUIDS, pci=PCI, mig={"MIG-abc": 2})
+    for ordinal, index in enumerate(expected):
+        assert cuda_ordinal(fake, index, visible, order) == ordinal
+    hidden = [i for i in range(4) if i not in expected]
+    for index in hidden:
+        with pytest.raises(IPWUsageError, match=f"NVML GPU {index} is not visible to CUDA"):
+            cuda_ordinal(fake, index, visible, order)
+
+
+def test_the_issue_example_nvml_gpu_1_is_cuda_device_0():
+    fake = FakeNvml(H100x4)  # NVML order is the PCI order here
+    assert cuda_ordinal(fake, 1, "1", None) == 0
+    assert cuda_ordinal(fake, 1, None, None) == 1
+
+
+def test_cuda_order_of_different_models_needs_pci_bus_id_or_uuids():
+    fake = FakeNvml(["NVIDIA A100-SXM4-80GB", "NVIDIA L4"], pci=["0000:1A:00.0", "0000:3B:00.0"])
+    for visible in (None, "1"):
+        with pytest.raises(IPWUsageError, match="CUDA_DEVICE_ORDER=PCI_BUS_ID"):
+            cuda_ordinal(fake, 1, visible, "FASTEST_FIRST")
+    assert cuda_ordinal(fake, 1, "1", "PCI_BUS_ID") == 0
+    assert cuda_ordinal(fake, 1, "GPU-00000001", None) == 0  # UUIDs need no order
+
+
+def test_meter_records_both_numberings(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{UUIDS[3]},{UUIDS[1]}")
+    meter = NvmlMeter(FakeNvml(H100x4, uuids=UUIDS, pci=PCI), [1, 3])
+    info = meter.describe()
+    assert info["gpu_indices"] == [1, 3] and info["cuda_ordinals"] == [1, 0]
+    assert info["gpu_uuids"] == [UUIDS[1], UUIDS[3]]
+
+
+# --------------------------------------------------------------------------- MIG, stale counter, readings
+
+
+def test_a_mig_gpu_is_named_whole_and_flagged_shared():
+    fake = FakeNvml(H100x4, mig_mode={0: (1, 1)})
+    meter = NvmlMeter(fake, 0)
+    with meter.window() as w:
+        pass
+    assert "WHOLE GPU" in w.measurement.sensor and "MIG" in w.measurement.sensor
+    assert FLAG_SHARED_DEVICE in w.measurement.flags
+    plain = NvmlMeter(FakeNvml(H100x4, mig_mode={0: (0, 0)}), 0)
+    with plain.window() as w:
+        pass
+    assert "WHOLE" not in w.measurement.sensor and FLAG_SHARED_DEVICE not in w.measurement.flags
+
+
+def test_counter_readings_and_a_counter_that_did_not_move(monkeypatch):
+    fake = FakeNvml(H100x4[:2], step_mj=[0, 1000])
+    meter = NvmlMeter(fake, [0, 1])
+    meter.update_period_s = 0.0  # so that an instant window counts as long enough to see an update
+    with meter.window() as w:
+        pass
+    m = w.measurement
+    assert m.readings.kind == "counter" and len(m.readings.values[0]) == 2  # a series per GPU
+    assert [b - a for a, b in zip(*m.readings.values)] == [0.0, 1.0]
+    assert FLAG_NO_UPDATE in m.parts[0].flags and FLAG_NO_UPDATE not in m.flags  # GPU 1 moved

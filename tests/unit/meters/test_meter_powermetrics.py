@@ -9,11 +9,12 @@ import re
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
-from support import REAL_SAMPLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import REAL_SAMPLES
 
 from pytest_ipw.hardware.profiles import load_profiles
 from pytest_ipw.meters import powermetrics
@@ -214,3 +215,132 @@ def test_command_asks_sudo_non_interactively(monkeypatch):
     assert command[:2] == ["sudo", "-n"] and "plist" in command and command[-1] == "50"
     monkeypatch.setattr(powermetrics.os, "geteuid", lambda: 0)
     assert powermetrics.powermetrics_command(0.05)[0] == "powermetrics"
+
+
+# --------------------------------------------------------------------------- samples placed by their own elapsed_ns
+
+
+class FeedClock:
+    """The meter's clock, set by the test: every read of a delivery sees the same arrival time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FifoPowermetrics:
+    """``cat FIFO`` stands in for powermetrics; the test writes real plist documents into the FIFO."""
+
+    def __init__(self, directory: Path):
+        import os
+        import queue
+        import threading
+
+        self.path = directory / "powermetrics.fifo"
+        os.mkfifo(self.path)
+        self._fd = os.open(self.path, os.O_RDWR)  # Linux: does not block, and keeps the FIFO open
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+        self._thread.start()
+
+    @property
+    def command(self) -> list[str]:
+        return ["cat", str(self.path)]
+
+    def _write(self) -> None:
+        import os
+
+        while (data := self._queue.get()) is not None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+
+    def deliver(self, documents: list[bytes]) -> None:
+        self._queue.put(b"".join(d + b"\0" for d in documents))
+
+    def close(self) -> None:
+        import os
+
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+        os.close(self._fd)
+
+
+def wait_for_samples(meter: PowermetricsMeter, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(meter._samples) < count:
+        assert time.monotonic() < deadline, f"the meter read {len(meter._samples)} of {count} samples"
+        time.sleep(0.005)
+
+
+def deliveries(burst: int, writes_per_read: int, lag_s: float, count: int = 24, step_s: float = 0.1):
+    """(arrival time, samples) of each read: powermetrics writes ``burst`` samples at once, the reader
+    gets ``writes_per_read`` writes per read, ``lag_s`` after the last of them was written (the first
+    read is prompt). Sample j (from 0) covers [j * step_s, (j + 1) * step_s]."""
+    reads, j = [], 0
+    while j < count:
+        take = min(burst * writes_per_read, count - j)
+        written_at = (j + take) * step_s
+        reads.append((written_at + (lag_s if reads else 0.0), list(range(j, j + take))))
+        j += take
+    return reads
+
+
+def feed(recorded: bytes, tmp_path: Path, reads, watts_of, step_s: float = 0.1) -> tuple[PowermetricsMeter, FeedClock, FifoPowermetrics]:
+    clock, fifo = FeedClock(), FifoPowermetrics(tmp_path)
+    documents = {j: variant(recorded, cpu_mj=round(watts_of(j) * step_s * 1000), gpu_mj=0, ane_mj=0,
+                            elapsed_ns=round(step_s * 1e9)) for _, js in reads for j in js}
+    (first_at, first), *rest = reads
+    clock.now = first_at
+    fifo.deliver([documents[j] for j in first])
+    meter = PowermetricsMeter(fifo.command, step_s, clock=clock)
+    wait_for_samples(meter, len(first))
+    received = len(first)
+    for arrived, js in rest:
+        clock.now = arrived
+        fifo.deliver([documents[j] for j in js])
+        received += len(js)
+        wait_for_samples(meter, received)
+    return meter, clock, fifo
+
+
+def window_watts(meter: PowermetricsMeter, clock: FeedClock, t0: float, t1: float) -> float:
+    clock.now = t0
+    meter.start()
+    clock.now = t1
+    return meter.stop().watts
+
+
+@pytest.mark.parametrize("burst, writes_per_read, lag_s", [
+    (1, 1, 0.0),  # one sample per write, read at once
+    (2, 1, 0.0),  # 2 documents per write
+    (4, 1, 0.0),  # 4 documents per write
+    (1, 3, 0.15),  # a slow reader: 3 writes per read, 150 ms late
+    (4, 2, 0.25),  # both
+])
+def test_a_steady_10_w_stream_reads_10_w_however_its_samples_arrive(recorded, tmp_path, burst, writes_per_read, lag_s):
+    """Samples tile time by their own elapsed_ns; laying them end to end by arrival time gave the k-1
+    samples that arrive together no time at all (10 W read as 5.0 W in bursts of 2, 2.5 W in bursts of 4)."""
+    reads = deliveries(burst, writes_per_read, lag_s)
+    meter, clock, fifo = feed(recorded, tmp_path, reads, lambda j: 10.0)
+    try:
+        assert window_watts(meter, clock, 0.6, 1.8) == pytest.approx(10.0, rel=1e-9)
+    finally:
+        meter.close()
+        fifo.close()
+
+
+def test_power_changes_are_placed_where_the_samples_say(recorded, tmp_path):
+    """Samples of 10 W then 30 W, delivered 4 per write and read late: each window sees the power of
+    the samples that really cover it, not of those that happened to arrive during it."""
+    reads = deliveries(4, 1, 0.3)
+    meter, clock, fifo = feed(recorded, tmp_path, reads, lambda j: 10.0 if j < 12 else 30.0)
+    try:
+        assert window_watts(meter, clock, 0.2, 1.0) == pytest.approx(10.0, rel=1e-9)
+        assert window_watts(meter, clock, 1.0, 1.4) == pytest.approx(20.0, rel=1e-9)  # 0.2 s of each
+        assert window_watts(meter, clock, 1.4, 2.4) == pytest.approx(30.0, rel=1e-9)
+    finally:
+        meter.close()
+        fifo.close()

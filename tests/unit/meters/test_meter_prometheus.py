@@ -16,7 +16,16 @@ from support import REAL_SAMPLES
 from pytest_ipw.hardware.profiles import load_profiles
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.meters import prometheus
-from pytest_ipw.meters.base import FLAG_COUNTER_RESET, FLAG_NO_UPDATE, MEASURED, MeterFailure
+from pytest_ipw.meters.base import (
+    FLAG_COUNTER_RESET,
+    FLAG_NO_UPDATE,
+    FLAG_SHARED_DEVICE,
+    FLAG_SHORT_WINDOW,
+    FLAG_WRAP_UNKNOWN,
+    MEASURED,
+    MeterFailure,
+    energy_exclusions,
+)
 from pytest_ipw.meters.prometheus import DCGM_ENERGY, PrometheusMeter, parse_exposition, select_series
 from pytest_ipw.meters.registry import MeterUnavailable, select_meter
 
@@ -124,6 +133,9 @@ def test_old_exporter_excerpt_without_type_lines_and_mig_series(serve):
     with meter.window() as w:
         pass
     assert w.measurement.joules == pytest.approx(0.5)
+    # the GPU is split into MIG instances (GPU_I_ID series): its figure is the whole GPU's, and it says so
+    assert "WHOLE GPU" in w.measurement.sensor and FLAG_SHARED_DEVICE in w.measurement.flags
+    assert meter.describe()["mig_shared_gpu"] is True
 
 
 def test_mig_series_repeating_the_gpu_figure_are_not_added():
@@ -249,6 +261,86 @@ def test_exporter_that_goes_away_mid_run(serve):
 
 def test_target_parsing():
     assert prometheus.parse_target("http://h:9400/metrics#gpu=0&Hostname=n1&period=30") == (
-        "http://h:9400/metrics", {"gpu": "0", "Hostname": "n1"}, 30.0)
+        "http://h:9400/metrics", {"gpu": "0", "Hostname": "n1"}, 30.0, {})
+    assert prometheus.parse_target("http://h:9100/metrics#range=262143.32885") == (
+        "http://h:9100/metrics", {}, None, {"*": 262143.32885})
+    assert prometheus.parse_target("http://h/metrics#range=package:262143.5,dram:65712.99")[3] == {
+        "package": 262143.5, "dram": 65712.99}
     with pytest.raises(MeterUnavailable, match="period"):
         prometheus.parse_target("http://h/metrics#period=soon")
+    with pytest.raises(MeterUnavailable, match="max_energy_range_uj"):
+        prometheus.parse_target("http://h/metrics#range=core:5")
+
+
+# --------------------------------------------------------------------------- node_exporter's wrapping RAPL register
+
+RAPL_RANGE_J = 262143.328850  # max_energy_range_uj / 1e6 of this package zone (the procfs fixture it comes from)
+PACKAGE_J = 240422.366267  # its value in the recorded scrape
+
+
+def wrapping_package(step_j: float) -> Callable[[int], str]:
+    """The recorded node_exporter scrape with the package counter raised by ``step_j`` per scrape, wrapping at
+    its range as the register does (node_exporter exports energy_uj / 1e6 as it is)."""
+    text = recorded("node_exporter_rapl_e2e-fixture-excerpt.prom")
+    pattern = re.compile(r"^(node_rapl_package_joules_total\{[^}]*\}) (\S+)$", re.M)
+    assert float(pattern.search(text).group(2)) == PACKAGE_J
+
+    def render(k: int) -> str:
+        return pattern.sub(lambda m: f"{m.group(1)} {(PACKAGE_J + k * step_j) % RAPL_RANGE_J:.6f}", text)
+
+    return render
+
+
+def test_node_exporter_rapl_wrap_is_undone_with_its_range(serve):
+    # scrapes: 0 create, 1 begin (255422 J), 2 end (270422 J, exported as 8278.7 J after the wrap)
+    exporter = serve(wrapping_package(15_000.0))
+    meter = prometheus.create(PROFILES["cpu"], arg=exporter.url + f"#range={RAPL_RANGE_J}")
+    assert meter.kind == "rapl-energy" and meter.update_period_s == prometheus.RAPL_PERIOD_S
+    with meter.window() as w:
+        pass
+    assert w.measurement.joules == pytest.approx(15_000.0, rel=1e-9)
+    assert not energy_exclusions(w.measurement.flags)
+    assert w.measurement.readings.wrap_j == (RAPL_RANGE_J,)  # the controller can unwrap across windows too
+
+
+def test_node_exporter_rapl_wrap_without_range_is_flagged_and_left_out(serve):
+    exporter = serve(wrapping_package(15_000.0))
+    meter = prometheus.create(PROFILES["cpu"], arg=exporter.url)
+    with meter.window() as w:
+        pass
+    m = w.measurement
+    # a drop of unknown range: never taken as a (small) figure, flagged and kept out of the energy means
+    assert FLAG_WRAP_UNKNOWN in m.flags and FLAG_COUNTER_RESET not in m.flags
+    assert energy_exclusions(m.flags) == [FLAG_WRAP_UNKNOWN]
+
+
+# --------------------------------------------------------------------------- dcgm-exporter's refresh period
+
+
+def test_dcgm_default_period_is_the_exporters_30_s(serve):
+    exporter = serve(lambda k: recorded("dcgm-exporter_L40S_1gpu_upcloud.prom"))  # a counter that never moves
+    meter = prometheus.create(PROFILES["l40s"], arg=exporter.url)
+    assert meter.update_period_s == prometheus.DCGM_DEFAULT_PERIOD_S == 30.0
+    with meter.window() as w:
+        pass
+    # a second-long window of a 30 s exporter: imprecise, and no "stale" verdict before a period has passed
+    assert FLAG_SHORT_WINDOW in w.measurement.flags and FLAG_NO_UPDATE not in w.measurement.flags
+    assert w.measurement.readings.period_s == 30.0
+
+
+def test_dcgm_period_is_lowered_by_the_counters_own_changes(serve):
+    exporter = serve(advancing(recorded("dcgm-exporter_L40S_1gpu_upcloud.prom"), DCGM_ENERGY, 1_000))
+    meter = prometheus.create(PROFILES["l40s"], arg=exporter.url)
+    times = []
+    for _ in range(3):
+        with meter.window() as w:
+            pass
+        times.append(w.measurement.readings.times)
+    # the counter changed between every two scrapes, so its updates are at most two scrape spans apart
+    bound = times[-1][1] - times[-2][1]
+    assert prometheus.MIN_DETECTED_PERIOD_S <= meter.update_period_s <= max(prometheus.MIN_DETECTED_PERIOD_S, bound)
+    declared = prometheus.create(PROFILES["l40s"], arg=exporter.url + "#period=30")
+    for _ in range(3):
+        with declared.window():
+            pass
+    assert declared.update_period_s == 30.0  # a declared period is the user's: never changed

@@ -189,3 +189,49 @@ def test_requested_sum_through_select_meter(tmp_path):
 def test_estimate_takes_no_argument():
     with pytest.raises(IPWUsageError, match="the estimate meter takes no argument"):
         select_meter(PROFILES["cpu"], requested="estimate:fast")
+
+
+# --------------------------------------------------------------------------- one device named twice
+
+
+@pytest.mark.parametrize("text, refused", [
+    ("nvml+nvml:0", True),  # the detected GPU is NVML 0: the same GPU under two names
+    ("nvml:all+nvml:1", True),
+    ("nvml:0+nvml:1", False),
+    ("estimate+estimate", False),  # caught earlier: the same text twice
+])
+def test_a_device_named_twice_is_refused_by_what_it_resolves_to(monkeypatch, text, refused):
+    import sys
+
+    from support import H100x4, FakeNvml
+
+    fake = FakeNvml(H100x4[:2])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    if text == "estimate+estimate":
+        with pytest.raises(IPWUsageError, match="names estimate twice"):
+            select_meter(PROFILES["h100"], 0, requested=text)
+        return
+    if refused:
+        with pytest.raises(IPWUsageError, match=r"measure the same device \(nvml:GPU-0000000") as info:
+            select_meter(PROFILES["h100"], 0, requested=text)
+        assert "counted twice" in str(info.value)
+        assert fake.shutdowns == 2  # both parts were closed
+    else:
+        meter = select_meter(PROFILES["h100"], 0, requested=text).meter
+        assert isinstance(meter, SumMeter)
+
+
+def test_a_sum_of_counters_keeps_each_series_readings():
+    from pytest_ipw.meters.base import COUNTER, counter_readings
+
+    a = Measurement(joules=2.0, seconds=1.0, sensor="a", provenance=MEASURED, domain="gpu",
+                    readings=counter_readings((10.0, [100.0]), (11.0, [102.0]), 0.1))
+    b = Measurement(joules=3.0, seconds=1.0, sensor="b", provenance=MEASURED, domain="cpu",
+                    readings=counter_readings((10.2, [7.0]), (11.2, [10.0]), 0.001, [262143.3]))
+    total = sum_measurements([a, b], 1.0)
+    assert total.readings.kind == COUNTER and total.readings.values == ((100.0, 7.0), (102.0, 10.0))
+    assert total.readings.times == (pytest.approx(10.1), pytest.approx(11.1))
+    assert total.readings.wrap_j == (None, 262143.3) and total.readings.period_s == 0.1
+    gauge = Measurement(joules=1.0, seconds=1.0, sensor="g", provenance=MEASURED, domain="soc")
+    assert sum_measurements([a, gauge], 1.0).readings is None  # nothing that adds up: the fallback applies

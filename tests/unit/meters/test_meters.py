@@ -510,3 +510,33 @@ def test_select_meter_uses_nvml_when_it_works(monkeypatch):
     choice = select_meter(PROFILES["h100"])
     assert isinstance(choice.meter, NvmlMeter)
     assert choice.fallback_reason is None
+
+
+# --------------------------------------------------------------------------- read timing and CPU accounting
+
+
+def test_gauge_samples_are_stamped_at_the_middle_of_their_read():
+    clock = {"now": 0.0}
+
+    def slow_read():  # a 40 ms scrape
+        clock["now"] += 0.040
+        return 100.0
+
+    sampler = PowerSampler(slow_read, interval_s=1e-3, clock=lambda: clock["now"])
+    sampler._sample()
+    sampler._sample()
+    assert sampler._times == [pytest.approx(0.020), pytest.approx(0.060)]
+
+
+def test_estimate_does_not_count_guest_time_twice():
+    from collections import namedtuple
+
+    from pytest_ipw.meters.estimate import busy_and_total
+
+    # Linux accounts a guest's time in user (and guest_nice in nice) AND in guest: 10 s busy of 40, not 16 of 46
+    Times = namedtuple("scputimes", "user nice system idle iowait irq softirq steal guest guest_nice")
+    busy, total = busy_and_total(Times(user=8.0, nice=1.0, system=1.0, idle=28.0, iowait=2.0, irq=0.0, softirq=0.0,
+                                       steal=0.0, guest=5.0, guest_nice=1.0))
+    assert (busy, total) == (10.0, 40.0)
+    Mac = namedtuple("scputimes", "user nice system idle")  # no guest fields elsewhere
+    assert busy_and_total(Mac(3.0, 0.0, 1.0, 4.0)) == (4.0, 8.0)
