@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from pytest_ipw.history.compare import METRICS, Gate, changes_table, compare_runs, failed_gates
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.history.storage import SavedRun, Storage, default_storage, load_run
+from pytest_ipw.core.systems import record_system
 
 TREND_METRICS = ("accuracy", "ipw", "ipj", "mean_joules", "mean_watts", "latency_p50_s", "latency_p95_s", "tokens_per_s")
 
@@ -42,7 +43,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             rows.append([run.id, run.commit, "", run.stamp, f"UNREADABLE: {exc}"])
             continue
         info = document.get("commit_info", {})
-        summary = ", ".join(f"{s['model']}@{s['accelerator']} acc {s['accuracy']:.3f} ({s['provenance']})"
+        summary = ", ".join(f"{record_system(s)} acc {s['accuracy']:.3f} ({s['provenance']})"
                             for s in document.get("summary", []))
         rows.append([run.id, run.commit + (" (dirty)" if run.dirty else ""), info.get("branch", ""), run.stamp, summary])
     print(tabulate(rows, headers=["run", "commit", "branch", "saved (UTC)", "summary"], tablefmt="simple"))
@@ -95,7 +96,7 @@ def cmd_trend(args: argparse.Namespace) -> int:
         label = f"{run.number:04d} {run.commit[:8]}"
         labels.append(label)
         for summary in document.get("summary", []):
-            series.setdefault(f"{summary['model']}@{summary['accelerator']}", []).append((label, summary.get(args.metric)))
+            series.setdefault(record_system(summary), []).append((label, summary.get(args.metric)))
     if not labels:
         print(f"no saved runs{' on branch ' + args.branch if args.branch else ''} in {storage.root}")
         return 0
@@ -162,7 +163,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     infos = load_model_info(args.model_info)
     merged = merge_documents(_load_runs(storage, args.runs), label_by_host=args.label_by_host, model_info=infos)
     write_json_atomic(args.output, merged)
-    systems = ", ".join(f"{s['model']}@{s['accelerator']} ({s['provenance']})" for s in merged["summary"])
+    systems = ", ".join(f"{record_system(s)} ({s['provenance']})" for s in merged["summary"])
     print(f"merged {len(merged['runs'])} runs, {len(merged['records'])} records: {systems}")
     print(f"results: {args.output}")
     for note in merged["merge_notes"]:

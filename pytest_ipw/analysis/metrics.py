@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from pytest_ipw.core.systems import record_system, system_label
+
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
@@ -89,9 +91,16 @@ class Summary:
     energy_basis: str = "total"  # "total" or "active" (idle-subtracted): what mean_joules/mean_watts/IPW use
     idle_watts: float | None = None  # mean idle baseline of the records, when they have one
     energy_excluded: int = 0  # queries whose window's energy is unknown: not in mean_joules/mean_watts/IPW/IPJ
+    #: the benchmark (test function) of this row where several benchmarks answered the same queries, else None
+    benchmark: str | None = None
+
+    @property
+    def system(self) -> str:
+        """``model@accelerator``, or ``model@accelerator[benchmark]`` for one benchmark among several."""
+        return system_label(self.model, self.accelerator, self.benchmark)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "system": self.system}
 
 
 def record_energy(record: Mapping[str, Any]) -> tuple[float, float]:
@@ -105,14 +114,25 @@ def record_energy(record: Mapping[str, Any]) -> tuple[float, float]:
     return active, (active / seconds if seconds > 0 else 0.0)
 
 
+def summarize_systems(records: Iterable[Mapping[str, Any]]) -> list[Summary]:
+    """One :class:`Summary` per system (model × accelerator, and benchmark where several ran), first-seen order."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(record_system(record), []).append(record)
+    return [summarize(group) for group in groups.values()]
+
+
 def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
-    """Aggregate the records of one model × accelerator (all records must share them)."""
+    """Aggregate the records of one system (all records must share model, accelerator and ``system``)."""
     if not records:
         raise ValueError("cannot summarise an empty set of records")
     models = {r["model"] for r in records}
     accelerators = {r["accelerator"] for r in records}
-    if len(models) != 1 or len(accelerators) != 1:
-        raise ValueError("summarize() takes the records of one model × accelerator; group them first")
+    systems = {record_system(r) for r in records}
+    if len(models) != 1 or len(accelerators) != 1 or len(systems) != 1:
+        raise ValueError("summarize() takes the records of one model × accelerator (× benchmark); group them first")
+    system = systems.pop()
+    benchmark = system.rsplit("[", 1)[1].rstrip("]") if system.endswith("]") else None
     n = len(records)
     correct = sum(1 for r in records if r["correct"])
     unscorable = sum(1 for r in records if r["unscorable"])
@@ -130,6 +150,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
     return Summary(
         model=models.pop(),
         accelerator=accelerators.pop(),
+        benchmark=benchmark,
         queries=n,
         correct=correct,
         unscorable=unscorable,
@@ -167,14 +188,20 @@ def group_by(records: Iterable[Mapping[str, Any]], *keys: str) -> dict[tuple[Any
     return groups
 
 
-def accuracy_by(records: Iterable[Mapping[str, Any]], key: str) -> dict[tuple[str, str, str], tuple[int, int]]:
-    """(model, accelerator, key value) -> (correct, total), e.g. accuracy per domain."""
-    table: dict[tuple[str, str, str], tuple[int, int]] = {}
+def accuracy_by(records: Iterable[Mapping[str, Any]], key: str) -> dict[tuple[str, str, str, str], tuple[int, int]]:
+    """(system, model, accelerator, key value) -> (correct, total), e.g. accuracy per domain."""
+    table: dict[tuple[str, str, str, str], tuple[int, int]] = {}
     for record in records:
-        cell = (record["model"], record["accelerator"], record[key])
+        cell = (record_system(record), record["model"], record["accelerator"], record[key])
         hits, total = table.get(cell, (0, 0))
         table[cell] = (hits + bool(record["correct"]), total + 1)
     return table
+
+
+def accuracy_by_domain_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The results document's ``accuracy_by_domain`` (one definition for runs and merges)."""
+    return [{"system": s, "model": m, "accelerator": a, "domain": d, "correct": hit, "queries": n, "accuracy": hit / n}
+            for (s, m, a, d), (hit, n) in sorted(accuracy_by(records, "domain").items())]
 
 
 @dataclass(frozen=True)
@@ -217,7 +244,7 @@ def coverage(records: Iterable[Mapping[str, Any]]) -> Coverage:
     records = list(records)
     solved = solved_by_any(records)
     domain_of = {record["query_id"]: record["domain"] for record in records}
-    systems = {f"{record['model']}@{record['accelerator']}" for record in records}
+    systems = {record_system(record) for record in records}
     by_domain: dict[str, tuple[int, int]] = {}
     for query_id, ok in solved.items():
         hit, total = by_domain.get(domain_of[query_id], (0, 0))

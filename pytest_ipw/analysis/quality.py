@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from typing import Any, Iterable, Mapping, Sequence
+from pytest_ipw.core.systems import record_system
 
 #: share of truncated answers from which a model × accelerator is flagged
 TRUNCATION_FLAG_SHARE = 0.10
@@ -24,24 +25,25 @@ TRUNCATION_FLAG_SHARE = 0.10
 GAP_POINTS = 1.0
 
 
-def _groups(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+def _groups(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
-        groups.setdefault((record["model"], record["accelerator"]), []).append(record)
+        groups.setdefault(record_system(record), []).append(record)
     return groups
 
 
 def quality_summary(records: Sequence[Mapping[str, Any]], max_tokens: int | None = None) -> list[dict[str, Any]]:
-    """One entry per model × accelerator: strict/flexible accuracy, output length, truncation flag."""
+    """One entry per system: strict/flexible accuracy, output length, truncation flag."""
     rows = []
-    for (model, accelerator), group in _groups(records).items():
+    for system, group in _groups(records).items():
         n = len(group)
         strict = [r.get("correct_strict") for r in group]
         truncated = sum(1 for r in group if r.get("truncated"))
         share = truncated / n
         rows.append({
-            "model": model,
-            "accelerator": accelerator,
+            "system": system,
+            "model": group[0]["model"],
+            "accelerator": group[0]["accelerator"],
             "queries": n,
             "accuracy_flexible": sum(1 for r in group if r["correct"]) / n,
             # Records written before strict scoring existed have no strict reading: None, not a guess.
@@ -110,7 +112,7 @@ def quality_lines(records: Sequence[Mapping[str, Any]], max_tokens: int | None =
     lines = []
     summary = quality_summary(records, max_tokens)
     for row in summary:
-        system = f"{row['model']}@{row['accelerator']}"
+        system = record_system(row)
         if row["accuracy_strict"] is not None:
             official = row["official_strict"]
             if not official:

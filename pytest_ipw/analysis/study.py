@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Literal, Mapping, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
-from pytest_ipw.analysis.metrics import Summary, combine_provenance, group_by, safe_ratio, summarize
+from pytest_ipw.analysis.metrics import Summary, combine_provenance, safe_ratio, summarize_systems
+from pytest_ipw.core.systems import record_system
 from pytest_ipw.analysis.model_info import REFERENCE, ModelInfo
 
 Record = Mapping[str, Any]
@@ -48,8 +49,8 @@ def check_records(records: Sequence[Any], source: str) -> None:
 
 
 def system_of(record: Record) -> str:
-    """``model@accelerator``: the name of one model on one accelerator."""
-    return f"{record['model']}@{record['accelerator']}"
+    """The system of a record: ``model@accelerator``, with ``[benchmark]`` where several benchmarks ran."""
+    return record_system(record)
 
 
 def member_of(record: Record, unit: Unit) -> str:
@@ -519,8 +520,8 @@ def _tally(name: str, routes: Mapping[str, str], by_query: Mapping[str, Mapping[
 # -- trends and the Pareto frontier ----------------------------------------------------------------
 
 def summaries_of(records: Iterable[Record]) -> list[Summary]:
-    """One :class:`~pytest_ipw.metrics.Summary` per model × accelerator, in first-seen order."""
-    return [summarize(group) for group in group_by(records, "model", "accelerator").values()]
+    """One :class:`~pytest_ipw.analysis.metrics.Summary` per system, in first-seen order."""
+    return summarize_systems(records)
 
 
 @dataclass(frozen=True)
@@ -586,7 +587,7 @@ def pareto_frontier(summaries: Iterable[Summary]) -> list[ParetoPoint]:
     A system is on the frontier when no other has at least its accuracy for at most its energy, and is
     strictly better in one. Points come back ordered by energy.
     """
-    items = [(f"{s.model}@{s.accelerator}", s.accuracy, s.mean_joules, s.provenance) for s in summaries
+    items = [(s.system, s.accuracy, s.mean_joules, s.provenance) for s in summaries
              if s.mean_joules is not None and math.isfinite(s.mean_joules)]
     points = []
     for name, acc, joules, provenance in items:

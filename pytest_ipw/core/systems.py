@@ -42,3 +42,18 @@ def system_label(model: str, accelerator: str, benchmark: str | None = None) -> 
 def label_of(row: Mapping[str, Any], by_benchmark: bool = False) -> str:
     """:func:`system_label` of a record or summary row."""
     return system_label(*system_key(row, by_benchmark))
+
+
+def record_system(row: Mapping[str, Any]) -> str:
+    """The system label a record or summary row carries (``system``), else ``model@accelerator``."""
+    return str(row.get("system") or system_label(str(row["model"]), str(row["accelerator"])))
+
+
+def assign_systems(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every record its ``system`` label: per benchmark where more than one benchmark ran, else
+    ``model@accelerator``. Called once the run (or a merge) holds all of its records."""
+    records = list(records)
+    by_benchmark = distinct_benchmarks(records)
+    for record in records:
+        record["system"] = label_of(record, by_benchmark)
+    return records

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
-from pytest_ipw.analysis.metrics import group_by, solved_by_any
+from pytest_ipw.analysis.metrics import solved_by_any
+from pytest_ipw.core.systems import record_system
 from pytest_ipw.analysis.stats import (
     Interval,
     delta_ratio_interval,
@@ -339,6 +340,13 @@ def coverage_change(baseline: Sequence[Mapping[str, Any]], current: Sequence[Map
     return _proportion_change("run", "coverage", [before[q] for q in shared], [after[q] for q in shared], alpha)
 
 
+def _by_system(records: Any) -> dict[str, list[Mapping[str, Any]]]:
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(record_system(record), []).append(record)
+    return groups
+
+
 def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alpha: float = 0.05,
                  resamples: int = 1000, seed: int = 0, by_domain: bool = True) -> list[Change]:
     """Every change between two results documents: per model × accelerator, per domain, and coverage.
@@ -346,11 +354,11 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alp
     changes: list[Change] = []
     basis = _same_basis(run_energy_basis(baseline), run_energy_basis(current))
     options = {"alpha": alpha, "resamples": resamples, "seed": seed, "basis": basis}
-    old_groups = group_by(baseline["records"], "model", "accelerator")
-    for key, records in group_by(current["records"], "model", "accelerator").items():
-        if key not in old_groups:
+    old_groups = _by_system(baseline["records"])
+    for scope, records in _by_system(current["records"]).items():
+        if scope not in old_groups:
             continue
-        scope = f"{key[0]}@{key[1]}"
+        key = scope
         pairs = _pair(old_groups[key], records)
         changes.extend(_compare_pairs(scope, pairs, wanted=set(METRICS) - {"coverage"}, **options))
         if by_domain:

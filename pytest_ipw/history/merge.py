@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 from pytest_ipw import __version__
 from pytest_ipw.analysis.study import check_records, summaries_of
 from pytest_ipw.core.errors import IPWUsageError
-from pytest_ipw.analysis.metrics import accuracy_by, combine_provenance, coverage
+from pytest_ipw.core.systems import assign_systems
+from pytest_ipw.analysis.metrics import accuracy_by_domain_rows, combine_provenance, coverage
 from pytest_ipw.analysis.model_info import ModelInfo, model_info_to_json
 
 SCHEMA_VERSION = 1
@@ -87,11 +88,9 @@ def merge_documents(sources: Sequence[tuple[str, Mapping[str, Any]]], *, label_b
             seen[key] = source
             records.append(merged)
     notes += _setting_differences(sources)
+    records = assign_systems(records)  # per benchmark where the merged runs hold several
     summaries = summaries_of(records) if records else []
-    per_domain = [
-        {"model": m, "accelerator": a, "domain": d, "correct": hit, "queries": n, "accuracy": hit / n}
-        for (m, a, d), (hit, n) in sorted(accuracy_by(records, "domain").items())
-    ]
+    per_domain = accuracy_by_domain_rows(records)
     hosts = sorted({run["host"] for run in runs})
     document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

@@ -41,6 +41,7 @@ from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.analysis.metrics import Summary, combine_provenance
 from pytest_ipw.analysis.model_info import ModelInfo, parse_model_info
 from pytest_ipw.core.files import dump_json
+from pytest_ipw.core.systems import record_system
 
 MAX_ANSWER_ROWS = 2000
 MAX_TEXT = 1200
@@ -212,7 +213,7 @@ def _history_series(history: Sequence[HistoryEntry], metric: str) -> tuple[list[
     series: dict[str, list[tuple[str, float | None, str]]] = {}
     for label, summaries in history:
         for s in summaries:
-            series.setdefault(f"{s.get('model')}@{s.get('accelerator')}", []).append(
+            series.setdefault(record_system(s), []).append(
                 (label, s.get(metric), str(s.get("provenance", "unknown"))))
     return labels, series
 

@@ -122,7 +122,7 @@ def pareto_plot(points: Sequence[ParetoPoint], caption: str) -> bytes:
 def ipw_bars(summaries: Sequence[Summary], caption: str) -> bytes:
     figure = _figure(max(5.0, 0.9 * len(summaries) + 3), 4.0)
     axes = figure.add_subplot()
-    names = [f"{s.model}@{s.accelerator}" for s in summaries]
+    names = [s.system for s in summaries]
     values = [s.ipw or 0.0 for s in summaries]
     for i, s in enumerate(summaries):
         color = provenance_color(s.provenance)

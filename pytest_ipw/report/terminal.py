@@ -16,12 +16,13 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def summary_table(summaries: Sequence[Summary]) -> str:
     from tabulate import tabulate
 
-    headers = ["model", "accel", "queries", "accuracy (95% CI)", "tok out", "unscorable", "J/query", "W", "IPW (1/W)",
+    by_benchmark = any(s.benchmark for s in summaries)
+    headers = ["model", "accel"] + (["benchmark"] if by_benchmark else []) + ["queries", "accuracy (95% CI)", "tok out", "unscorable", "J/query", "W", "IPW (1/W)",
                "IPJ (1/J)", "J/correct", "p50 s", "p95 s", "tok/s", "energy source"]
     rows = []
     for s in summaries:
         rows.append([
-            s.model, s.accelerator, s.queries,
+            s.model, s.accelerator, *([s.benchmark or ""] if by_benchmark else []), s.queries,
             f"{s.accuracy:.3f} ({s.accuracy_low:.2f}-{s.accuracy_high:.2f})",
             f"{s.mean_tokens_out:.1f}",  # beside accuracy: a model that talks longer pays for it in energy
             s.unscorable, _fmt(s.mean_joules), _fmt(s.mean_watts), _fmt(s.ipw), _fmt(s.ipj),
@@ -34,16 +35,16 @@ def summary_table(summaries: Sequence[Summary]) -> str:
 def domain_table(records: Iterable[Mapping[str, Any]], cov: Coverage) -> str:
     from tabulate import tabulate
 
-    per_cell = accuracy_by(records, "domain")
-    systems = sorted({(m, a) for m, a, _ in per_cell})
+    per_cell = {(system, value): cell for (system, _, _, value), cell in accuracy_by(records, "domain").items()}
+    systems = sorted({system for system, _ in per_cell})
     domains = sorted(cov.by_domain)
-    headers = ["domain", "queries"] + [f"{m}@{a}" for m, a in systems] + ["coverage"]
+    headers = ["domain", "queries"] + systems + ["coverage"]
     rows = []
     for domain in domains:
         covered, total = cov.by_domain[domain]
         row: list[Any] = [domain, total]
-        for m, a in systems:
-            hit, n = per_cell.get((m, a, domain), (0, 0))
+        for system in systems:
+            hit, n = per_cell.get((system, domain), (0, 0))
             row.append(f"{hit / n:.2f}" if n else "-")
         row.append(f"{covered / total:.2f}" if total else "-")
         rows.append(row)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.core.files import write_json_atomic
+from pytest_ipw.core.systems import record_system
 
 if TYPE_CHECKING:
     from pytest_ipw.run.session import IPWSession
@@ -31,7 +32,7 @@ def run_warnings(ipw: IPWSession) -> list[tuple[type[Warning], str]]:
     from pytest_ipw.core import warnings as w
 
     found: list[tuple[type[Warning], str]] = []
-    estimated = sorted({f"{r['model']}@{r['accelerator']}" for r in ipw.records if r.get("provenance") != "measured"})
+    estimated = sorted({record_system(r) for r in ipw.records if r.get("provenance") != "measured"})
     if estimated:
         found.append((w.EstimatedEnergyWarning, f"energy of {', '.join(estimated)} is ESTIMATED by a power model, "
                                                 "not measured; run where a power sensor is readable to measure"))
@@ -46,7 +47,7 @@ def run_warnings(ipw: IPWSession) -> list[tuple[type[Warning], str]]:
     for row in quality_summary(ipw.records, ipw.options.max_tokens):
         if row["truncation_flag"]:
             found.append((w.TruncatedAnswersWarning,
-                          f"{row['model']}@{row['accelerator']}: {row['truncated']} of {row['queries']} answers hit "
+                          f"{record_system(row)}: {row['truncated']} of {row['queries']} answers hit "
                           f"--ipw-max-tokens={ipw.options.max_tokens}; raise it"))
     history = ipw.history
     if history is not None and ipw.options.compare is not None and history.baseline is None:

@@ -15,7 +15,8 @@ from typing import Any
 from pytest_ipw import __version__
 from pytest_ipw.hardware.profiles import AcceleratorProfile, LocalDevice, detect_devices, load_profiles, resolve_accelerators
 from pytest_ipw.backends.base import GenerationSettings
-from pytest_ipw.analysis.metrics import Summary, accuracy_by, coverage, group_by, summarize
+from pytest_ipw.analysis.metrics import Summary, accuracy_by_domain_rows, coverage, summarize_systems
+from pytest_ipw.core.systems import assign_systems
 from pytest_ipw.backends.models import ModelSpec, parse_model_list
 from pytest_ipw.options import RunOptions
 from pytest_ipw.core.errors import IPWUsageError
@@ -66,8 +67,7 @@ def shard_of(query_id: str, shards: int) -> int:
 @dataclass(frozen=True)
 class ThresholdMiss:
     scope: str  # "run" or the benchmark's node id
-    model: str
-    accelerator: str
+    system: str  # model@accelerator, with [benchmark] where several benchmarks ran
     metric: str
     value: float | None
     threshold: float
@@ -78,7 +78,7 @@ class ThresholdMiss:
         shown = "n/a" if self.value is None else f"{self.value:.4g}"
         where = "" if self.scope == "run" else f" in {self.scope}"
         note = " (energy estimated, not measured)" if self.metric == "ipw" and self.provenance != "measured" else ""
-        return (f"{self.model}@{self.accelerator}{where}: {self.metric} {shown} is below {self.threshold:g} "
+        return (f"{self.system}{where}: {self.metric} {shown} is below {self.threshold:g} "
                 f"set by {self.source}{note}")
 
 
@@ -260,8 +260,8 @@ class IPWSession:
         """Aggregate records, check thresholds. Pure computation over what was recorded."""
         from pytest_ipw.run.records import share_overlapping_energy
 
-        self.records = share_overlapping_energy(self.records)
-        self.summaries = [summarize(group) for group in group_by(self.records, "model", "accelerator").values()]
+        self.records = assign_systems(share_overlapping_energy(self.records))
+        self.summaries = summarize_systems(self.records)
         self.misses = self._threshold_misses()
 
     def _threshold_misses(self) -> list[ThresholdMiss]:
@@ -273,8 +273,8 @@ class IPWSession:
             if marker.get("min_accuracy") is None and marker.get("min_ipw") is None:
                 continue
             records = [r for r in self.records if r["benchmark"] == benchmark]
-            for group in group_by(records, "model", "accelerator").values():
-                misses.extend(_check(summarize(group), benchmark, marker.get("min_accuracy"), marker.get("min_ipw"),
+            for summary in summarize_systems(records):
+                misses.extend(_check(summary, benchmark, marker.get("min_accuracy"), marker.get("min_ipw"),
                                      "@pytest.mark.ipw(min_accuracy)", "@pytest.mark.ipw(min_ipw)"))
         return misses
 
@@ -286,10 +286,7 @@ class IPWSession:
     def results_document(self, machine_info: dict[str, Any]) -> dict[str, Any]:
         """The ``--ipw-json`` document (schema in README)."""
         cov = coverage(self.records)
-        per_domain = [
-            {"model": m, "accelerator": a, "domain": d, "correct": hit, "queries": n, "accuracy": hit / n}
-            for (m, a, d), (hit, n) in sorted(accuracy_by(self.records, "domain").items())
-        ]
+        per_domain = accuracy_by_domain_rows(self.records)
         return {
             "schema_version": SCHEMA_VERSION,
             "pytest_ipw_version": __version__,
@@ -335,9 +332,9 @@ def _check(summary: Summary, scope: str, min_accuracy: float | None, min_ipw: fl
            accuracy_source: str, ipw_source: str) -> list[ThresholdMiss]:
     misses = []
     if min_accuracy is not None and summary.accuracy < min_accuracy:
-        misses.append(ThresholdMiss(scope, summary.model, summary.accelerator, "accuracy", summary.accuracy,
+        misses.append(ThresholdMiss(scope, summary.system, "accuracy", summary.accuracy,
                                     min_accuracy, accuracy_source, summary.provenance))
     if min_ipw is not None and (summary.ipw is None or summary.ipw < min_ipw):
-        misses.append(ThresholdMiss(scope, summary.model, summary.accelerator, "ipw", summary.ipw,
+        misses.append(ThresholdMiss(scope, summary.system, "ipw", summary.ipw,
                                     min_ipw, ipw_source, summary.provenance))
     return misses

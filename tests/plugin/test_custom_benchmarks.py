@@ -131,3 +131,41 @@ def test_example_pipelines_run_on_the_recorded_model(project: pytest.Pytester):
     # the recorded model answers every sample alike, so the vote keeps its accuracy; the check revises
     assert sum(r["correct"] for r in by_benchmark["test_self_consistency"]) == 4
     assert sum(r["correct"] for r in by_benchmark["test_answer_then_check"]) == N
+
+
+SINGLE_SHOT = '''
+def test_single_shot(ipw_bench):
+    ipw_bench()
+'''
+
+
+def test_two_benchmarks_on_the_same_queries_are_two_systems(project: pytest.Pytester):
+    project.makepyfile(test_single=SINGLE_SHOT)
+    result = run(project, "--ipw-json=run.json", "--ipw-autosave")
+    result.assert_outcomes(passed=2 * N)
+    document = json.loads((project.path / "run.json").read_text())
+    systems = {s["system"] for s in document["summary"]}
+    assert systems == {"model@cpu[test_two_step]", "model@cpu[test_single_shot]"}
+    assert {s["benchmark"] for s in document["summary"]} == {"test_two_step", "test_single_shot"}
+    assert {r["system"] for r in document["records"]} == systems
+    assert set(document["coverage"]["systems"]) == systems
+    assert {row["system"] for row in document["accuracy_by_domain"]} == systems
+    result.stdout.fnmatch_lines(["model*cpu*test_two_step*6*", "model*cpu*test_single_shot*6*"])
+
+    from pytest_ipw.analysis import coverage_analysis, routing_analysis
+
+    members = coverage_analysis(document["records"]).members
+    assert set(members) == systems
+    routing = routing_analysis(document["records"])
+    assert set(routing.candidates) | {routing.fallback} >= systems
+
+    # a later run compares each benchmark's row with its own baseline row, paired by benchmark and query
+    again = run(project, "--ipw-compare", "--ipw-compare-fail=accuracy:2pt")
+    assert "IPW REGRESSION" not in again.stdout.str()  # (exit 1 comes from test_two_step's own threshold)
+    again.stdout.fnmatch_lines(["*model@cpu[[]test_two_step[]]*accuracy*", "*model@cpu[[]test_single_shot[]]*accuracy*"])
+
+
+def test_one_benchmark_keeps_todays_rows(project: pytest.Pytester):
+    run(project, "--ipw-json=run.json")
+    document = json.loads((project.path / "run.json").read_text())
+    assert [s["system"] for s in document["summary"]] == ["model@cpu"] and document["summary"][0]["benchmark"] is None
