@@ -135,7 +135,7 @@ class _RecordCollector:
             return
         for name, value in report.user_properties:
             if name == RECORD_PROPERTY:
-                _ipw(self.config).add_record(json.loads(value))
+                _add_record(self.config, json.loads(value))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -224,6 +224,11 @@ def _write_history(terminalreporter: Any, history: Any) -> None:
         write(f"IPW REGRESSION: {failure.line()}", red=True, bold=True)
 
 
+def _add_record(config: pytest.Config, record: dict[str, Any]) -> None:
+    _ipw(config).add_record(record)
+    config.hook.pytest_ipw_record(config=config, record=record)
+
+
 def _publish(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
     """Attach a record to the test report (JUnit XML shows the flat properties), and to pytest-benchmark's
     ``extra_info`` when the test also uses its ``benchmark`` fixture."""
@@ -234,7 +239,7 @@ def _publish(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
     request.node.user_properties.append((RECORD_PROPERTY, json.dumps(record)))
     if not hasattr(request.config, "workerinput"):
         # recorded at once, so a test interrupted after its query still counts it
-        _ipw(request.config).add_record(record)
+        _add_record(request.config, record)
     if "benchmark" in request.fixturenames:
         request.getfixturevalue("benchmark").extra_info.update(flat)
 

@@ -169,3 +169,18 @@ def test_one_benchmark_keeps_todays_rows(project: pytest.Pytester):
     run(project, "--ipw-json=run.json")
     document = json.loads((project.path / "run.json").read_text())
     assert [s["system"] for s in document["summary"]] == ["model@cpu"] and document["summary"][0]["benchmark"] is None
+
+
+def test_hooks_see_every_record_and_the_results(project: pytest.Pytester):
+    project.makeconftest(fixed_meter_conftest(2.0) + '''
+seen = []
+
+def pytest_ipw_record(config, record):
+    seen.append(record["query_id"])
+
+def pytest_ipw_results(config, results):
+    assert sorted(seen) == sorted(r["query_id"] for r in results["records"])
+    print(f"HOOKS SAW {len(seen)} RECORDS")
+''')
+    result = run(project, "-s")
+    result.stdout.fnmatch_lines([f"*HOOKS SAW {N} RECORDS*"])
