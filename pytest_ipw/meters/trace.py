@@ -138,13 +138,7 @@ def split_energy(times: Sequence[float], watts: Sequence[float],
 
 def union_energy(times: Sequence[float], watts: Sequence[float], windows: Sequence[tuple[float, float]]) -> float:
     """Joules of the trace over the union of the windows (overlaps counted once)."""
-    merged: list[list[float]] = []
-    for start, end in sorted(windows):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return sum(integrate_between(times, watts, a, b) for a, b in merged)
+    return sum(integrate_between(times, watts, a, b) for a, b in _merge(windows))
 
 
 def _merge(windows: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
