@@ -26,7 +26,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from pytest_ipw.core import defaults
@@ -283,6 +283,7 @@ def _describe(exc: BaseException) -> str:
 
 class OpenAIHTTPBackend(Backend):
     kind = "openai-http"
+    marks_first_token = True
 
     def __init__(self, client: OpenAIHTTPClient, model: str, settings: GenerationSettings, server: dict[str, Any]):
         self.client = client
@@ -305,7 +306,7 @@ class OpenAIHTTPBackend(Backend):
             "stream_options": {"include_usage": True},
         }
 
-    def generate(self, prompt: str) -> Generation:
+    def generate(self, prompt: str, on_first_token: Callable[[], None] | None = None) -> Generation:
         started = time.perf_counter()
         first_token_at: float | None = None
         parts: list[str] = []
@@ -327,6 +328,8 @@ class OpenAIHTTPBackend(Backend):
                 if content or thinking:
                     if first_token_at is None:
                         first_token_at = time.perf_counter()
+                        if on_first_token is not None:
+                            on_first_token()  # the first streamed token: prefill ends here
                     chunks += 1
                 if content:
                     parts.append(content)

@@ -1,7 +1,9 @@
 """Comparing a run with a baseline run, and regression gates with each metric's direction built in.
 
 Queries are paired by id (only queries present in both runs count), so the statistics are paired:
-McNemar for accuracy and coverage, a paired bootstrap for energy, power, IPW, IPJ and latency.
+McNemar for accuracy and coverage, a paired bootstrap for energy, power, IPW, IPJ and latency. With
+``--ipw-repeat``, each query's rounds are averaged before pairing, so a query counts once and its mean over
+rounds is less noisy than one round.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
-from pytest_ipw.analysis.metrics import group_by, solved_by_any
+from pytest_ipw.analysis.metrics import collapse_rounds, group_by, solved_by_any
 from pytest_ipw.analysis.stats import (
     Interval,
     delta_ratio_interval,
@@ -42,6 +44,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "latency_p50": (LOWER, ("%",)),
     "latency_p95": (LOWER, ("%",)),
     "tokens_per_s": (HIGHER, ("%",)),
+    # decode energy per token generated after the first (queries whose window was split at the first token)
+    "j_per_token": (LOWER, ("%",)),
 }
 
 
@@ -133,7 +137,7 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-_FIELDS = ("correct", "joules", "watts", "latency_s", "tokens_out")
+_FIELDS = ("correct", "joules", "watts", "latency_s", "tokens_out", "decode_joules", "decode_tokens")
 
 
 @dataclass(frozen=True)
@@ -155,10 +159,8 @@ class _Pairs:
 def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     import numpy as np
 
-    from operator import itemgetter
-
-    # a missing figure (None) becomes 0, as in the summaries
-    return {field: np.nan_to_num(np.array(list(map(itemgetter(field), records)), dtype=float)) for field in _FIELDS}
+    # a missing figure (None, or a field older results lack) becomes 0, as in the summaries
+    return {field: np.nan_to_num(np.array([r.get(field) for r in records], dtype=float)) for field in _FIELDS}
 
 
 def _pair(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]]) -> _Pairs:
@@ -210,7 +212,7 @@ def _compare_pairs(scope: str, pairs: _Pairs, *, alpha: float, resamples: int, s
     # metric -> (baseline numerator, baseline denominator, current numerator, current denominator)
     ratios = {
         "joules": ("joules", None), "watts": ("watts", None), "ipw": ("correct", "watts"), "ipj": ("correct", "joules"),
-        "tokens_per_s": ("tokens_out", "latency_s"),
+        "tokens_per_s": ("tokens_out", "latency_s"), "j_per_token": ("decode_joules", "decode_tokens"),
     }
     small = n < LARGE_RUN
     lists: dict[str, tuple[list[float], list[float]]] = {}
@@ -223,6 +225,8 @@ def _compare_pairs(scope: str, pairs: _Pairs, *, alpha: float, resamples: int, s
     for metric, (num, den) in ratios.items():
         if metric not in wanted:
             continue
+        if metric == "j_per_token" and not (b["decode_tokens"].sum() > 0 and a["decode_tokens"].sum() > 0):
+            continue  # a run without the prefill/decode split has no J per token to compare
         values = (_mean_ratio(b, num, den), _mean_ratio(a, num, den))
         if small:
             (bn, cn), (bd, cd) = as_lists(num), (as_lists(den) if den else (None, None))
@@ -249,7 +253,8 @@ def compare_records(scope: str, baseline: Sequence[Mapping[str, Any]], current: 
                     alpha: float = 0.05, resamples: int = 1000, seed: int = 0, metrics: Iterable[str] | None = None) -> list[Change]:
     """Changes of one model × accelerator (or one domain of it) between two runs, on the shared queries."""
     wanted = set(metrics) if metrics is not None else set(METRICS) - {"coverage"}
-    return _compare_pairs(scope, _pair(baseline, current), alpha=alpha, resamples=resamples, seed=seed, wanted=wanted)
+    pairs = _pair(collapse_rounds(baseline), collapse_rounds(current))
+    return _compare_pairs(scope, pairs, alpha=alpha, resamples=resamples, seed=seed, wanted=wanted)
 
 
 def coverage_change(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], alpha: float) -> Change | None:
@@ -270,7 +275,7 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alp
         if key not in old_groups:
             continue
         scope = f"{key[0]}@{key[1]}"
-        pairs = _pair(old_groups[key], records)
+        pairs = _pair(collapse_rounds(old_groups[key]), collapse_rounds(records))
         changes.extend(_compare_pairs(scope, pairs, wanted=set(METRICS) - {"coverage"}, **options))
         if by_domain:
             for domain in sorted(set(pairs.domains.tolist())):

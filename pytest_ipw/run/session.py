@@ -183,7 +183,7 @@ class IPWSession:
                        append=self.options.resume)
 
     @functools.cached_property
-    def resumed(self) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    def resumed(self) -> dict[tuple[str, str, str, str, int], dict[str, Any]]:
         """Records finished by the interrupted run (``--ipw-resume``), by journal key."""
         if not self.options.resume:
             return {}
