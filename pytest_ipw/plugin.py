@@ -283,7 +283,10 @@ def power_meter(ipw_target: Target, request: pytest.FixtureRequest) -> Iterator[
                               sample_hz=session.options.sample_hz)
     except IPWUsageError as exc:
         _stop(str(exc))
-    info = {**choice.meter.describe(), "fallback_reason": choice.fallback_reason, "thermal_start": choice.meter.thermal()}
+    from .hardware.card import host_state
+
+    info = {**choice.meter.describe(), "fallback_reason": choice.fallback_reason, "thermal_start": choice.meter.thermal(),
+            "host_start": host_state()}
     session.meter_info[ipw_target.id] = info
     try:
         if session.options.idle_seconds > 0:  # after the model is loaded: idle with the model resident
@@ -294,6 +297,7 @@ def power_meter(ipw_target: Target, request: pytest.FixtureRequest) -> Iterator[
         yield choice.meter
     finally:
         info["thermal_end"] = choice.meter.thermal()
+        info["host_end"] = host_state()
         choice.meter.close()
 
 
