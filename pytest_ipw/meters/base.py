@@ -59,7 +59,7 @@ class PhaseMark:
     joules: float | None
     #: how the split was made ("counter read at the mark", "gauge samples split at the mark"...), or why not
     method: str
-    #: False when the part before the mark is shorter than the sensor's update period (an imprecise split)
+    #: False when the part before or after the mark is shorter than the sensor's update period (imprecise)
     precise: bool = True
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,7 +52,8 @@ class BenchStep:
         cache_reset = None
         if session.options.repeat > 1:
             # every round starts from an empty prompt cache: a cached prompt would hide its prefill cost
-            cache_reset = bool(self.model.reset_prefix_cache())
+            reset = getattr(self.model, "reset_prefix_cache", None)  # a user's own model object may lack it
+            cache_reset = bool(reset()) if reset is not None else False
         marks = bool(getattr(self.model, "marks_first_token", False))
         missing = None if marks else f"the {getattr(self.model, 'kind', 'model')} backend does not report its first token"
         if session.options.batch_size > 1:  # this query and the next ones in one engine call; they share the energy
