@@ -18,8 +18,8 @@ from typing import Any, Iterable, Mapping
 SCOPES = {"gpu": "device", "cpu": "package", "dram": "dram", "soc": "soc", "system": "system"}
 #: backend facts that say how the runtime was built and which version answered
 _RUNTIME_KEYS = ("backend", "runtime_version", "system_info", "gpu_offload_supported", "gpu_offload", "gpu_layers",
-                 "threads", "server_version", "served_model", "engine", "engine_version", "device", "cuda", "hip",
-                 "blas", "tf32")
+                 "threads", "threads_batch", "server_version", "served_model", "engine", "engine_version", "device",
+                 "cuda", "hip", "blas", "tf32")
 
 
 def scope_of(domain: str | None) -> str | None:
