@@ -7,7 +7,7 @@
 # command needs none of them. Prints one JSON document: the environment, the command and its exit status, and
 # the calibration (J per GFLOP of seeded fp32 matrix products on the GPU, idle watts, the counter's observed
 # update period, the energy counter against the integrated power gauge, and the two halves split at a mark).
-# It takes about a minute on an H100/H200 (mostly torch's start-up); $OUT/gpu_check.json gets a copy when $OUT is set.
+# It takes under a minute on an H100/H200 (mostly torch's start-up); $OUT/gpu_check.json gets a copy when $OUT is set.
 #
 # Usage: perf/gpu_check.sh [more calibrate arguments, e.g. --count=50 --size=4096 --meter=nvml:all]
 set -euo pipefail
@@ -23,7 +23,9 @@ import sys
 import time
 
 OPTIONAL = ("llama_cpp", "datasets", "matplotlib", "pyarrow")
-argv = ["calibrate", "--meter=nvml", "--idle-seconds=2", "--probe-seconds=1", "--json", *sys.argv[1:]]
+# 300 products of 8192x8192 fp32: about 5-7 s of work on an H100/H200, long enough for the power gauge (averaged
+# over up to 1 s on Hopper) to be compared with the counter; later arguments override these
+argv = ["calibrate", "--meter=nvml", "--idle-seconds=2", "--probe-seconds=1", "--count=300", "--json", *sys.argv[1:]]
 
 
 def version(name):
