@@ -1,4 +1,5 @@
-"""The ``pytest-ipw`` command: saved runs outside pytest (list, compare, trend, merge, report), on the plugin's code.
+"""The ``pytest-ipw`` command: saved runs outside pytest (list, compare, trend, merge, report), on the plugin's code;
+``machine-id``; ``calibrate`` (a reference workload under a meter).
 
 Exit codes: 0 fine, 1 a gate failed, 2 bad usage or unreadable input (one clear message, no traceback).
 """
@@ -194,6 +195,20 @@ def cmd_machine_id(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pytest_ipw.run.calibrate import calibrate, summary_lines
+
+    report = calibrate(meter=args.meter, accelerators=args.accelerators, profiles_file=args.profiles_file,
+                       sample_hz=args.sample_hz, idle_seconds=args.idle_seconds, size=args.size, count=args.count,
+                       probe_seconds=args.probe_seconds)
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        for line in summary_lines(report):
+            print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pytest_ipw import __version__
     from pytest_ipw.options import add_cli_options
@@ -208,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_cli_options(ident, only=("accelerators", "meter", "profiles_file", "machine_id"))
     ident.add_argument("-v", "--verbose", action="store_true", help="also print the facts behind the id (stderr)")
     ident.set_defaults(func=cmd_machine_id)
+
+    calibration = sub.add_parser("calibrate", help="a fixed reference workload (seeded matrix products: numpy on a CPU, "
+                                 "torch on a GPU) under a meter: J per GFLOP, idle watts, the sensor's observed "
+                                 "update period, counter vs gauge (NVML), and the comparability card")
+    add_cli_options(calibration, only=("accelerators", "meter", "profiles_file", "sample_hz", "idle_seconds"))
+    calibration.add_argument("--size", type=int, default=None,
+                             help="matrix size (default 1024 on a CPU, 8192 on a GPU)")
+    calibration.add_argument("--count", type=int, default=None,
+                             help="matrix products (default 64 on a CPU, 100 on a GPU)")
+    calibration.add_argument("--probe-seconds", type=float, default=1.0,
+                             help="how long to poll the raw sensor for its update period (default 1; 0 skips)")
+    calibration.add_argument("--json", action="store_true", help="print the whole calibration as JSON")
+    calibration.set_defaults(func=cmd_calibrate)
 
     listing = sub.add_parser("list", help="list saved runs")
     listing.add_argument("--machine", default=None, help="only this machine id")

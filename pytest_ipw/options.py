@@ -106,15 +106,20 @@ class RunOptions:
              "prometheus+http://HOST:PORT/metrics[#gpu=0], replay:TRACE.csv, estimate; several joined by ',' or "
              "'+' are summed (nvml+rapl). Default: the accelerator's natural meter, else a labelled estimate.")
     sample_hz: float = option(
-        defaults.SAMPLE_HZ, "--ipw-sample-hz", ENERGY, metavar="HZ", parse=_float,
+        defaults.SAMPLE_HZ, "--ipw-sample-hz", ENERGY, metavar="HZ", parse=_float, cli=True,
         help=f"sampling rate of power gauges (default {defaults.SAMPLE_HZ:g}; never faster than the sensor "
              "updates).")
     idle_seconds: float = option(
-        2.0, "--ipw-idle-seconds", ENERGY, metavar="S", parse=_float,
+        2.0, "--ipw-idle-seconds", ENERGY, metavar="S", parse=_float, cli=True,
         help="idle baseline measured before each model's queries (default 2; 0 disables).")
     energy: str = option(
         "total", "--ipw-energy", ENERGY, choices=("total", "active"),
         help="energy behind IPW/IPJ: total (default) or active = total minus the idle baseline.")
+    repeat: int = option(
+        1, "--ipw-repeat", ENERGY, metavar="N", parse=_int, decides_answers=True,
+        help="run each query N times (rounds), resetting the model's prompt-prefix cache before each round so "
+             "that no round hides its prefill; every round is recorded (field round), and the report gives each "
+             "query's mean energy and its coefficient of variation (default 1).")
     # -- data sets -------------------------------------------------------------------------------------
     dataset: str | None = option(
         None, "--ipw-dataset", DATA, metavar="SPEC", names_input=True, decides_answers=True,
@@ -379,6 +384,10 @@ def _check_ranges(options: RunOptions) -> None:
         (options.request_timeout > 0, f"--ipw-timeout must be positive (seconds), got {options.request_timeout}"),
         (options.retries >= 0, f"--ipw-retries must not be negative, got {options.retries}"),
         (options.batch_size >= 1, f"--ipw-batch-size must be at least 1, got {options.batch_size}"),
+        (options.repeat >= 1, f"--ipw-repeat must be at least 1, got {options.repeat}"),
+        (options.repeat == 1 or options.batch_size == 1,
+         f"--ipw-repeat={options.repeat} repeats single queries; it does not combine with --ipw-batch-size="
+         f"{options.batch_size} (use one of them)"),
         (bool(options.api_key_env.strip()), "--ipw-api-key-env needs the name of an environment variable"),
         (options.sample_hz > 0, f"--ipw-sample-hz must be positive, got {options.sample_hz}"),
         (options.idle_seconds >= 0, f"--ipw-idle-seconds must not be negative, got {options.idle_seconds}"),

@@ -109,7 +109,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "ipw_query" in params:
-            ipw.expected_records += len(getattr(params["ipw_query"], "queries", (None,)))
+            ipw.expected_records += len(getattr(params["ipw_query"], "queries", (None,))) * ipw.options.repeat
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller collects nothing, so it learns the count here
         workeroutput["ipw_expected_records"] = ipw.expected_records
@@ -172,7 +172,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if ipw is None or ipw.results is None:
         return
     from pytest_ipw.analysis.metrics import coverage
-    from pytest_ipw.report.terminal import domain_table, provenance_notes, summary_table
+    from pytest_ipw.report.terminal import (domain_table, phase_notes, phase_table, provenance_notes, repeat_lines,
+                                            summary_table)
 
     write = terminalreporter.write_line
     terminalreporter.section("intelligence per watt")
@@ -181,11 +182,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
               "those only (resume with --ipw-resume)", yellow=True, bold=True)
     write(summary_table(ipw.summaries))
     write("")
+    phases = phase_table(ipw.summaries)
+    if phases:
+        write("energy by phase: prefill = until the first token, decode = after it (J/out tok: per token after the first)")
+        write(phases)
+        write("")
     write("accuracy by domain; coverage = share of queries at least one model × accelerator answered correctly")
     write(domain_table(ipw.records, coverage(ipw.records)))
     write("")
     notes = {t: info["fallback_reason"] for t, info in ipw.meter_info.items() if info.get("fallback_reason")}
     for line in provenance_notes(ipw.records, notes, workers=getattr(config.option, "numprocesses", None) or 0):
+        write(line)
+    for line in phase_notes(ipw.records) + repeat_lines(ipw.records):
         write(line)
     from pytest_ipw.analysis.quality import quality_lines
     from pytest_ipw.queries.sources import skipped_lines
@@ -292,7 +300,10 @@ def power_meter(ipw_target: Target, request: pytest.FixtureRequest) -> Iterator[
                               sample_hz=session.options.sample_hz)
     except IPWUsageError as exc:
         _stop(str(exc))
-    info = {**choice.meter.describe(), "fallback_reason": choice.fallback_reason, "thermal_start": choice.meter.thermal()}
+    from .hardware.card import host_state
+
+    info = {**choice.meter.describe(), "fallback_reason": choice.fallback_reason, "thermal_start": choice.meter.thermal(),
+            "host_start": host_state()}
     session.meter_info[ipw_target.id] = info
     try:
         if session.options.idle_seconds > 0:  # after the model is loaded: idle with the model resident
@@ -303,6 +314,7 @@ def power_meter(ipw_target: Target, request: pytest.FixtureRequest) -> Iterator[
         yield choice.meter
     finally:
         info["thermal_end"] = choice.meter.thermal()
+        info["host_end"] = host_state()
         choice.meter.close()
 
 
@@ -312,7 +324,8 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
     """Run a query through the model under the meter, score it and record it; returns the record.
 
     A wrong answer is recorded, not raised: accuracy and IPW are judged over the whole run. With
-    ``--ipw-granularity=domain|model`` the item's query is a batch, and a list of records is returned.
+    ``--ipw-granularity=domain|model`` the item's query is a batch, and with ``--ipw-repeat=N`` (N > 1) each
+    query runs N rounds: a list of records is returned then.
 
     Example::
 
@@ -328,19 +341,21 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
     step = BenchStep(session, ipw_target, ipw_model, power_meter, benchmark=request.node.nodeid.split("[", 1)[0],
                      upcoming=lambda: upcoming_queries(request.node, request.session.items))
 
-    def measure(query: Any, rest: tuple[Any, ...] = ()) -> dict[str, Any]:
+    def measure(query: Any, rest: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         try:
-            record = step.record(query, rest)
+            records = step.records(query, rest)  # one per round of --ipw-repeat
         except IPWUsageError as exc:  # e.g. the server went away: stop, keep what finished
             _stop(f"{ipw_target.model.name}: {exc}")
-        _publish(request, record)
-        return record
+        for record in records:
+            _publish(request, record)
+        return records
 
     def run(query: Any = None) -> Any:
         query = ipw_query if query is None else query
         if isinstance(query, QueryBatch):
-            return [measure(q, query.queries[i + 1:]) for i, q in enumerate(query.queries)]
-        return measure(query)
+            return [r for i, q in enumerate(query.queries) for r in measure(q, query.queries[i + 1:])]
+        records = measure(query)
+        return records[0] if len(records) == 1 else records
 
     return run
 

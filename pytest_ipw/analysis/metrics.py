@@ -6,12 +6,17 @@ Definitions (also in README):
   energy is unknown (``meters.base.EXCLUDED_FLAGS``: a reset, an unknown wrap, a stale or unplaceable
   counter) are left out of the energy means and counted in ``energy_excluded``;
 - IPW = accuracy / mean power (per watt); IPJ = accuracy / mean joules per query (per joule);
-- coverage = share of queries that at least one model × accelerator answered correctly.
+- coverage = share of queries that at least one model × accelerator answered correctly;
+- prefill = window start to the first token, decode = the rest; J per input token = prefill energy / prompt
+  tokens, J per output token = decode energy / tokens generated after the first (ratios of sums over queries);
+- with ``--ipw-repeat``, a query's rounds are averaged into one before aggregating (correct when at least
+  half its rounds are), and each query's coefficient of variation of energy over its rounds is reported.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -98,6 +103,18 @@ class Summary:
     def system(self) -> str:
         """``model@accelerator``, or ``model@accelerator[benchmark]`` for one benchmark among several."""
         return system_label(self.model, self.accelerator, self.benchmark)
+    # prefill (to the first token) and decode (after it), over the queries whose window was split there
+    phase_queries: int = 0
+    prefill_joules: float | None = None  # mean per query, total energy
+    prefill_s: float | None = None
+    decode_joules: float | None = None
+    decode_s: float | None = None
+    joules_per_input_token: float | None = None  # on energy_basis
+    joules_per_output_token: float | None = None  # on energy_basis
+    # --ipw-repeat: rounds per query, and the spread of each query's energy over its rounds
+    rounds: int = 1
+    energy_cv_median: float | None = None
+    energy_cv_max: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "system": self.system}
@@ -122,8 +139,141 @@ def summarize_systems(records: Iterable[Mapping[str, Any]]) -> list[Summary]:
     return [summarize(group) for group in groups.values()]
 
 
+def phase_energy(record: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(prefill, decode) joules of a record on its ``energy_basis`` (active: each phase less the idle baseline
+    over its time), or None when its window was not split at the first token."""
+    prefill, decode = record.get("prefill_joules"), record.get("decode_joules")
+    if prefill is None or decode is None:
+        return None
+    idle = record.get("idle_watts")
+    if record.get("energy_basis", "total") == "active" and idle is not None:
+        prefill = max(0.0, prefill - idle * (record.get("prefill_s") or 0.0))
+        decode = max(0.0, decode - idle * (record.get("decode_s") or 0.0))
+    return prefill, decode
+
+
+def _phase_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    split = [(r, phase_energy(r)) for r in records]
+    split = [(r, e) for r, e in split if e is not None]
+    if not split:
+        return {}
+    n = len(split)
+    with_prompt = [(r, e) for r, e in split if r.get("tokens_in")]
+    decode_tokens = math.fsum(r.get("decode_tokens") or 0 for r, _ in split)
+    return {
+        "phase_queries": n,
+        "prefill_joules": math.fsum(r["prefill_joules"] for r, _ in split) / n,
+        "prefill_s": math.fsum(r.get("prefill_s") or 0.0 for r, _ in split) / n,
+        "decode_joules": math.fsum(r["decode_joules"] for r, _ in split) / n,
+        "decode_s": math.fsum(r.get("decode_s") or 0.0 for r, _ in split) / n,
+        "joules_per_input_token": safe_ratio(math.fsum(e[0] for _, e in with_prompt),
+                                             math.fsum(r["tokens_in"] for r, _ in with_prompt)),
+        "joules_per_output_token": safe_ratio(math.fsum(e[1] for _, e in split), decode_tokens),
+    }
+
+
+#: numeric record fields averaged over the rounds of one query (``--ipw-repeat``)
+ROUND_MEANS = ("joules", "watts", "seconds", "latency_s", "ttft_s", "tokens_in", "tokens_out", "joules_active",
+               "prefill_joules", "prefill_s", "decode_joules", "decode_s", "decode_tokens", "joules_per_input_token",
+               "joules_per_output_token")
+
+
+def _round_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (record["model"], record["accelerator"], record.get("benchmark"), record["query_id"])
+
+
+def has_rounds(records: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether any record is a second or later round of ``--ipw-repeat``."""
+    return any((r.get("round") or 1) > 1 for r in records)
+
+
+def collapse_rounds(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One record per query (model × accelerator × benchmark × query id): the mean of its rounds' figures,
+    correct when at least half of its rounds are, with ``rounds`` saying how many. Records of a run without
+    repeats are returned as they are (no copy: a million-query run stays fast)."""
+    if not has_rounds(records):
+        return list(records)
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(_round_key(record), []).append(record)
+    collapsed: list[Mapping[str, Any]] = []
+    for items in groups.values():
+        if len(items) == 1:
+            collapsed.append(items[0])
+            continue
+        merged = dict(items[0])
+        for name in ROUND_MEANS:
+            values = [r.get(name) for r in items]
+            merged[name] = None if any(v is None for v in values) else math.fsum(values) / len(values)
+        n = len(items)
+        merged["correct"] = 2 * sum(bool(r.get("correct")) for r in items) >= n
+        merged["unscorable"] = not merged["correct"] and 2 * sum(bool(r.get("unscorable")) for r in items) >= n
+        merged["truncated"] = any(r.get("truncated") for r in items)
+        merged["rounds"] = n
+        merged.pop("round", None)
+        collapsed.append(merged)
+    return collapsed
+
+
+def coefficient_of_variation(values: Sequence[float]) -> float | None:
+    """Sample standard deviation over mean, or None for fewer than two values or a zero mean."""
+    if len(values) < 2:
+        return None
+    mean = math.fsum(values) / len(values)
+    return statistics.stdev(values) / mean if mean > 0 else None
+
+
+def query_rounds(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per query with several rounds: its mean energy and latency and their coefficients of variation."""
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(_round_key(record), []).append(record)
+    rows = []
+    for (model, accelerator, benchmark, query_id), items in groups.items():
+        if len(items) < 2:
+            continue
+        joules = [float(r["joules"]) for r in items]
+        latency = [float(r["latency_s"]) for r in items]
+        rows.append({"model": model, "accelerator": accelerator, "benchmark": benchmark, "query_id": query_id,
+                     "rounds": len(items), "mean_joules": math.fsum(joules) / len(joules),
+                     "cv_joules": coefficient_of_variation(joules), "mean_latency_s": math.fsum(latency) / len(latency),
+                     "cv_latency_s": coefficient_of_variation(latency),
+                     "provenance": combine_provenance(str(r.get("provenance")) for r in items)})
+    return rows
+
+
+def round_noise(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Run-to-run noise per model × accelerator, from the queries' rounds: the median, 90th percentile and
+    largest coefficient of variation of per-query energy (and of latency), and whether every round started
+    from an empty prompt cache. Empty without repeats."""
+    if not has_rounds(records):
+        return []
+    out = []
+    for (model, accelerator), rows in group_by(query_rounds(records), "model", "accelerator").items():
+        energy = [r["cv_joules"] for r in rows if r["cv_joules"] is not None]
+        latency = [r["cv_latency_s"] for r in rows if r["cv_latency_s"] is not None]
+        mine = [r for r in records if r["model"] == model and r["accelerator"] == accelerator]
+        resets = {r.get("prefix_cache_reset") for r in mine}
+        out.append({
+            "model": model, "accelerator": accelerator, "queries": len(rows),
+            "rounds": max(r["rounds"] for r in rows),
+            "energy_cv_median": percentile(energy, 50) if energy else None,
+            "energy_cv_p90": percentile(energy, 90) if energy else None,
+            "energy_cv_max": max(energy) if energy else None,
+            "latency_cv_median": percentile(latency, 50) if latency else None,
+            "prefix_cache_reset": True if resets == {True} else False if True not in resets else "partly",
+            "provenance": combine_provenance(r["provenance"] for r in rows),
+            "meter": " + ".join(sorted({str(r.get("meter")) for r in mine})),
+        })
+    return out
+
+
 def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
-    """Aggregate the records of one system (all records must share model, accelerator and ``system``)."""
+    """Aggregate the records of one model × accelerator (all records must share them).
+
+    With ``--ipw-repeat`` the rounds of each query are averaged first (:func:`collapse_rounds`), so that a
+    query counts once in accuracy and its interval, and the spread over rounds is reported beside.
+    """
     if not records:
         raise ValueError("cannot summarise an empty set of records")
     models = {r["model"] for r in records}
@@ -133,6 +283,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
         raise ValueError("summarize() takes the records of one model × accelerator (× benchmark); group them first")
     system = systems.pop()
     benchmark = system.rsplit("[", 1)[1].rstrip("]") if system.endswith("]") else None
+    noise = round_noise(records)
+    records = collapse_rounds(records)
     n = len(records)
     correct = sum(1 for r in records if r["correct"])
     unscorable = sum(1 for r in records if r["unscorable"])
@@ -172,6 +324,9 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
         energy_basis=combine_provenance(r.get("energy_basis", "total") for r in records),
         idle_watts=math.fsum(idle) / len(idle) if idle else None,
         energy_excluded=n - len(energy),
+        **_phase_summary(records),
+        **({"rounds": noise[0]["rounds"], "energy_cv_median": noise[0]["energy_cv_median"],
+            "energy_cv_max": noise[0]["energy_cv_max"]} if noise else {}),
     )
 
 

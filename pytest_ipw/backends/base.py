@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pytest_ipw.core import defaults
 
@@ -57,10 +57,21 @@ class Backend(abc.ABC):
     batches: bool = False
     #: whether the model runs on this machine (its energy can be metered here); False for remote endpoints
     local: bool = True
+    #: whether :meth:`generate` calls ``on_first_token`` when the first token appears (the prefill/decode split)
+    marks_first_token: bool = False
 
     @abc.abstractmethod
-    def generate(self, prompt: str) -> Generation:
-        """Answer one user prompt with the backend's settings (chat template applied by the backend)."""
+    def generate(self, prompt: str, on_first_token: Callable[[], None] | None = None) -> Generation:
+        """Answer one user prompt with the backend's settings (chat template applied by the backend).
+
+        Backends that set ``marks_first_token`` call ``on_first_token()`` once, at the moment they measure
+        ``ttft_s``: the meter splits the window there into prefill and decode.
+        """
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget cached prompt prefixes, so that the next prompt pays its whole prefill (``--ipw-repeat``
+        rounds); False where the runtime offers no way to (a server keeps its own cache)."""
+        return False
 
     def generate_sampled(self, prompt: str, *, temperature: float, seed: int) -> Generation:
         """One answer sampled with another temperature and seed than the run's (a self-consistency vote).

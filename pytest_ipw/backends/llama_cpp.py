@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.backends.models import ModelSpec, check_gguf, embedded_gguf_path, resolve_model_file
@@ -41,6 +41,7 @@ def _quiet_stderr():
 
 class LlamaCppBackend(Backend):
     kind = "llama-cpp"
+    marks_first_token = True
 
     def __init__(self, llama: Any, model_file: str, settings: GenerationSettings, gpu_layers: int,
                  offload: dict[str, Any] | None = None):
@@ -50,8 +51,12 @@ class LlamaCppBackend(Backend):
         self.gpu_layers = gpu_layers
         self.offload = offload or {"gpu_layers": gpu_layers}
 
-    def generate(self, prompt: str) -> Generation:
-        return self._generate(prompt)
+    def reset_prefix_cache(self) -> bool:
+        self._llama.reset()
+        return True
+
+    def generate(self, prompt: str, on_first_token: Callable[[], None] | None = None) -> Generation:
+        return self._generate(prompt, on_first_token=on_first_token)
 
     def generate_choice(self, prompt: str, options: Sequence[str]) -> Generation:
         """Sampling restricted by a llama.cpp grammar to exactly one of ``options`` (then end of text)."""
@@ -65,7 +70,8 @@ class LlamaCppBackend(Backend):
         generation = self._generate(prompt, grammar=grammar)
         return replace(generation, extra={**generation.extra, "constrained": "llama.cpp grammar"})
 
-    def _generate(self, prompt: str, grammar: Any = None) -> Generation:
+    def _generate(self, prompt: str, grammar: Any = None,
+                  on_first_token: Callable[[], None] | None = None) -> Generation:
         llama = self._llama
         if not self.settings.keep_prefix_cache:
             llama.reset()
@@ -88,6 +94,8 @@ class LlamaCppBackend(Backend):
             if content:
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
+                    if on_first_token is not None:
+                        on_first_token()  # the meter splits prefill from decode here
                 text_parts.append(content)
                 chunks += 1
             if choice.get("finish_reason"):
@@ -130,6 +138,8 @@ class LlamaCppBackend(Backend):
             "threads": getattr(llama, "n_threads", self.settings.threads),
             "threads_batch": getattr(llama, "n_threads_batch", None),
             "context_size": llama.n_ctx() if hasattr(llama, "n_ctx") else self.settings.context_size,
+            # the build: CPU features (AVX2, NEON...) and GPU backend, for the results' comparability card
+            **runtime_build(llama_cpp),
         }
 
     def close(self) -> None:
@@ -138,6 +148,22 @@ class LlamaCppBackend(Backend):
             if close is not None:
                 close()
             self._llama = None
+
+
+def runtime_build(llama_cpp: Any) -> dict[str, Any]:
+    """What this llama.cpp was built with: its system-info line (CPU features, CUDA/Metal/HIP) and whether it
+    can offload to a GPU. Best effort: an older binding without the call records None."""
+    info: dict[str, Any] = {"system_info": None, "gpu_offload_supported": None}
+    try:
+        text = llama_cpp.llama_print_system_info()
+        info["system_info"] = (text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)).strip()
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        info["gpu_offload_supported"] = bool(llama_cpp.llama_supports_gpu_offload())
+    except (AttributeError, OSError):
+        pass
+    return info
 
 
 #: how to rebuild llama-cpp-python with GPU offload, by accelerator vendor

@@ -26,7 +26,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from pytest_ipw.core import defaults
@@ -294,6 +294,7 @@ def _describe(exc: BaseException) -> str:
 
 class OpenAIHTTPBackend(Backend):
     kind = "openai-http"
+    marks_first_token = True
 
     def __init__(self, client: OpenAIHTTPClient, model: str, settings: GenerationSettings, server: dict[str, Any]):
         self.client = client
@@ -318,8 +319,8 @@ class OpenAIHTTPBackend(Backend):
             "stream_options": {"include_usage": True},
         }
 
-    def generate(self, prompt: str) -> Generation:
-        return self._run(self._body(prompt))
+    def generate(self, prompt: str, on_first_token: Callable[[], None] | None = None) -> Generation:
+        return self._run(self._body(prompt), on_first_token=on_first_token)
 
     def generate_choice(self, prompt: str, options: Sequence[str]) -> Generation:
         """The answer constrained by ``response_format`` to a JSON object ``{"answer": <one of options>}``,
@@ -355,7 +356,7 @@ class OpenAIHTTPBackend(Backend):
         self.choice_format = None
         return super().generate_choice(prompt, options)
 
-    def _run(self, body: dict[str, Any]) -> Generation:
+    def _run(self, body: dict[str, Any], on_first_token: Callable[[], None] | None = None) -> Generation:
         started = time.perf_counter()
         first_token_at: float | None = None
         parts: list[str] = []
@@ -377,6 +378,8 @@ class OpenAIHTTPBackend(Backend):
                 if content or thinking:
                     if first_token_at is None:
                         first_token_at = time.perf_counter()
+                        if on_first_token is not None:
+                            on_first_token()  # the first streamed token: prefill ends here
                     chunks += 1
                 if content:
                     parts.append(content)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.core.files import jsonl_objects
@@ -30,13 +30,14 @@ def read_answers(path: Path) -> dict[str, dict[str, Any]]:
 
 class RecordedBackend(Backend):
     kind = "recorded"
+    marks_first_token = True  # at the recorded ttft_s, where the answer has one
 
     def __init__(self, path: Path, settings: GenerationSettings):
         self.path = path
         self.settings = settings
         self.answers = read_answers(path)
 
-    def generate(self, prompt: str) -> Generation:
+    def generate(self, prompt: str, on_first_token: Callable[[], None] | None = None) -> Generation:
         row = self.answers.get(prompt)
         if row is None:
             if prompt.startswith("Reply with the word OK"):  # the plugin's warm-up prompt
@@ -44,8 +45,15 @@ class RecordedBackend(Backend):
                                   token_source="recorded")
             raise IPWUsageError(f"recorded answers {self.path} have no answer for the prompt {prompt[:60]!r}")
         latency = float(row.get("latency_s", 0.0))
-        if latency > 0:
-            time.sleep(latency)  # so that meters see a window of the recorded length
+        ttft = row.get("ttft_s")
+        # so that meters see a window of the recorded length, split at the recorded first token
+        if ttft is not None and 0 <= float(ttft) <= latency:
+            time.sleep(float(ttft))
+            if on_first_token is not None:
+                on_first_token()
+            time.sleep(latency - float(ttft))
+        elif latency > 0:
+            time.sleep(latency)
         text = row["response"]
         return Generation(
             text=text,
@@ -56,6 +64,9 @@ class RecordedBackend(Backend):
             finish_reason=row.get("finish_reason", "stop"),
             token_source="recorded",
         )
+
+    def reset_prefix_cache(self) -> bool:
+        return True  # nothing is cached between recorded answers
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.kind, "answers_file": str(self.path), "answers": len(self.answers)}

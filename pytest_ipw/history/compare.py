@@ -8,6 +8,8 @@ Energy is read on each run's recorded basis (``--ipw-energy``: total, or active 
 baseline), as the summaries are; two runs on different bases are not compared (their joules measure
 different things). Queries whose window's energy is unknown (``meters.base.EXCLUDED_FLAGS``) are left out
 of the energy metrics, as they are of the summaries.
+With ``--ipw-repeat``, each query's rounds are averaged before pairing, so a query counts once and its mean
+over rounds is less noisy than one round.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
-from pytest_ipw.analysis.metrics import solved_by_any
+from pytest_ipw.analysis.metrics import collapse_rounds, solved_by_any
 from pytest_ipw.core.systems import record_system
 from pytest_ipw.analysis.stats import (
     Interval,
@@ -49,6 +51,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "latency_p50": (LOWER, ("%",)),
     "latency_p95": (LOWER, ("%",)),
     "tokens_per_s": (HIGHER, ("%",)),
+    # decode energy per token generated after the first (queries whose window was split at the first token)
+    "j_per_token": (LOWER, ("%",)),
 }
 
 
@@ -151,7 +155,7 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-_FIELDS = ("correct", "joules", "watts", "latency_s", "tokens_out")
+_FIELDS = ("correct", "joules", "watts", "latency_s", "tokens_out", "decode_joules", "decode_tokens")
 
 
 @dataclass(frozen=True)
@@ -175,13 +179,11 @@ def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     where the window's energy is unknown (left out of the energy metrics)."""
     import numpy as np
 
-    from operator import itemgetter
-
     from pytest_ipw.meters.base import energy_exclusions
     from pytest_ipw.analysis.metrics import record_energy
 
-    # a missing figure (None) becomes 0, as in the summaries
-    columns = {field: np.nan_to_num(np.array(list(map(itemgetter(field), records)), dtype=float))
+    # a missing figure (None, or a field older results lack) becomes 0, as in the summaries
+    columns = {field: np.nan_to_num(np.array([r.get(field) for r in records], dtype=float))
                for field in _FIELDS if field not in ("joules", "watts")}
     energy = np.array([(math.nan, math.nan) if energy_exclusions(r.get("meter_flags"))
                        else tuple(0.0 if v is None else v for v in record_energy(r)) for r in records],
@@ -278,7 +280,7 @@ def _compare_columns(scope: str, pairs: _Pairs, *, alpha: float, resamples: int,
     # metric -> (baseline numerator, baseline denominator, current numerator, current denominator)
     ratios = {
         "joules": ("joules", None), "watts": ("watts", None), "ipw": ("correct", "watts"), "ipj": ("correct", "joules"),
-        "tokens_per_s": ("tokens_out", "latency_s"),
+        "tokens_per_s": ("tokens_out", "latency_s"), "j_per_token": ("decode_joules", "decode_tokens"),
     }
     small = n < LARGE_RUN
     lists: dict[str, tuple[list[float], list[float]]] = {}
@@ -291,6 +293,8 @@ def _compare_columns(scope: str, pairs: _Pairs, *, alpha: float, resamples: int,
     for metric, (num, den) in ratios.items():
         if metric not in wanted:
             continue
+        if metric == "j_per_token" and not (b["decode_tokens"].sum() > 0 and a["decode_tokens"].sum() > 0):
+            continue  # a run without the prefill/decode split has no J per token to compare
         values = (_mean_ratio(b, num, den), _mean_ratio(a, num, den))
         if small:
             (bn, cn), (bd, cd) = as_lists(num), (as_lists(den) if den else (None, None))
@@ -328,7 +332,7 @@ def compare_records(scope: str, baseline: Sequence[Mapping[str, Any]], current: 
     """Changes of one model × accelerator (or one domain of it) between two runs, on the shared queries."""
     wanted = set(metrics) if metrics is not None else set(METRICS) - {"coverage"}
     basis = _same_basis(run_energy_basis({"records": baseline}), run_energy_basis({"records": current}))
-    return _compare_pairs(scope, _pair(baseline, current), alpha=alpha, resamples=resamples, seed=seed, wanted=wanted,
+    return _compare_pairs(scope, _pair(collapse_rounds(baseline), collapse_rounds(current)), alpha=alpha, resamples=resamples, seed=seed, wanted=wanted,
                           basis=basis)
 
 
@@ -359,7 +363,7 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alp
         if scope not in old_groups:
             continue
         key = scope
-        pairs = _pair(old_groups[key], records)
+        pairs = _pair(collapse_rounds(old_groups[key]), collapse_rounds(records))
         changes.extend(_compare_pairs(scope, pairs, wanted=set(METRICS) - {"coverage"}, **options))
         if by_domain:
             for domain in sorted(set(pairs.domains.tolist())):

@@ -45,6 +45,7 @@ def _run_entry(source: str, document: Mapping[str, Any]) -> dict[str, Any]:
         "models": sorted({str(r["model"]) for r in records}),
         "provenance": sorted({str(r.get("provenance")) for r in records}),
         "meters": settings.get("meters") or {},
+        "comparability": document.get("comparability") or {},
         "settings": {k: v for k, v in settings.items() if k not in ("meters",)},
     }
 

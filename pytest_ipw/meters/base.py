@@ -12,6 +12,10 @@ Every window also keeps what it read (:class:`Readings`: the counter at its two 
 samples) on the wall clock, so that after the run the windows of one sensor can be put on one timeline:
 overlapping windows (xdist workers, batches) are then split exactly, and a coarse counter's updates are
 spread over the time they cover (:func:`pytest_ipw.records.share_overlapping_energy`).
+A window can be *marked* at a point inside it (``window.mark("first_token")``): the measurement then says
+how much energy and time went before that point (prefill) and, by difference, after it (decode). Counters
+are read once more at the mark; gauge samples are split at the mark's time once the window has ended, so
+a mark costs a gauge meter nothing during generation. A meter that cannot split says so in the mark.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from pytest_ipw.core import defaults
 from pytest_ipw.core.errors import IPWUsageError, MeterUnavailable  # noqa: F401  (re-exported: sensor modules raise it)
+from .trace import integrate_between
 
 MEASURED = "measured"
 ESTIMATED = "estimated"
@@ -105,6 +110,26 @@ def counter_readings(start: tuple[float, Sequence[float]], end: tuple[float, Seq
     """The readings of a counter window: (wall time, raw joules of each series) at its two edges."""
     return Readings(COUNTER, (start[0], end[0]), (tuple(map(float, start[1])), tuple(map(float, end[1]))),
                     period_s, tuple(wrap_j))
+#: the mark a backend sets when it sees the first generated token: prefill before it, decode after it
+FIRST_TOKEN = "first_token"
+
+
+@dataclass(frozen=True)
+class PhaseMark:
+    """Energy and time from a window's start to a point inside it (e.g. the first token of an answer)."""
+
+    label: str
+    seconds: float
+    #: energy from the window's start to the mark, on the window's own basis (total); None: no split here
+    joules: float | None
+    #: how the split was made ("counter read at the mark", "gauge samples split at the mark"...), or why not
+    method: str
+    #: False when the part before or after the mark is shorter than the sensor's update period (imprecise)
+    precise: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "seconds": self.seconds, "joules": self.joules, "method": self.method,
+                "precise": self.precise}
 
 
 @dataclass(frozen=True)
@@ -127,6 +152,12 @@ class Measurement:
     #: wall-clock start and end of the window (``time.time()``), set by :meth:`Meter.stop`
     started_at: float | None = None
     ended_at: float | None = None
+    #: the window split at its marks (see :meth:`Meter.mark`); empty when nothing marked the window
+    marks: tuple[PhaseMark, ...] = ()
+
+    def phase_mark(self, label: str = FIRST_TOKEN) -> PhaseMark | None:
+        """The mark of that label, or None when the window was not marked there."""
+        return next((m for m in self.marks if m.label == label), None)
 
     def __post_init__(self) -> None:
         if self.provenance not in PROVENANCES:
@@ -162,6 +193,8 @@ class Measurement:
             data["parts"] = [part.to_dict() for part in self.parts]
         if self.extra:
             data["extra"] = dict(self.extra)
+        if self.marks:
+            data["marks"] = [m.to_dict() for m in self.marks]
         return data
 
 
@@ -170,9 +203,20 @@ class MeterFailure(IPWUsageError):
 
 
 class Window:
-    """Handle yielded by :meth:`Meter.window`; ``measurement`` is set when the block exits."""
+    """Handle yielded by :meth:`Meter.window`; ``measurement`` is set when the block exits.
+
+    ``window.mark("first_token")`` inside the block splits the window there (see :meth:`Meter.mark`);
+    backends get it as their ``on_first_token`` callback.
+    """
 
     measurement: Measurement | None = None
+
+    def __init__(self, meter: "Meter | None" = None):
+        self._meter = meter
+
+    def mark(self, label: str = FIRST_TOKEN) -> None:
+        if self._meter is not None:
+            self._meter.mark(label)
 
 
 class Meter(abc.ABC):
@@ -187,6 +231,9 @@ class Meter(abc.ABC):
     domain: str = "system"
     #: how often the underlying sensor updates; shorter windows are flagged
     update_period_s: float = 0.0
+    #: how the sensor is read: "counter" (cumulative energy, read at window ends), "gauge" (power, sampled and
+    #: integrated), or None where this meter does not say
+    reading: str | None = None
 
     def __init__(self) -> None:
         self._started_at: float | None = None
@@ -194,6 +241,7 @@ class Meter(abc.ABC):
         self._wall_started_at: float | None = None
         #: the idle baseline (see :meth:`measure_idle`); once set, every window carries its ``idle_watts``
         self.idle: Measurement | None = None
+        self._marks: dict[str, tuple[float, Any, str | None]] = {}  # label -> (time, point, error)
 
     @property
     def sensor(self) -> str:
@@ -207,7 +255,13 @@ class Meter(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """What is known about the sensor and device (driver, power limit...), for machine_info."""
-        return {"meter": self.name, "sensor": self.sensor, "provenance": self.provenance, "domain": self.domain}
+        return {"meter": self.name, "sensor": self.sensor, "provenance": self.provenance, "domain": self.domain,
+                "update_period_s": self.update_period_s, "reading": self.reading}
+
+    def probe(self) -> float | None:
+        """The raw sensor reading now (a counter, or a gauge's power), so that ``pytest-ipw calibrate`` can see
+        how often it changes; None where the meter offers no raw reading."""
+        return None
 
     def thermal(self) -> dict[str, Any]:
         """Thermal state now, where the sensor reports one (GPU temperature, macOS thermal pressure); else {}."""
@@ -216,19 +270,73 @@ class Meter(abc.ABC):
     def start(self) -> None:
         if self._started_at is not None:
             raise RuntimeError(f"meter {self.name!r} already has an open window; call stop() first")
+        self._marks = {}
         self._started_at = time.perf_counter()
         self._wall_started_at = time.time()
         self._begin()
 
+    def mark(self, label: str = FIRST_TOKEN) -> None:
+        """Note a point inside the open window; the window's measurement then carries the split there.
+
+        Called from a backend's generation loop, so it must never end a query: a failing extra read is kept
+        as the reason the split is missing. The first mark of a label wins.
+        """
+        if self._started_at is None:
+            raise RuntimeError(f"meter {self.name!r} has no open window to mark; call start() first")
+        if label in self._marks:
+            return
+        now = time.perf_counter()
+        try:
+            self._marks[label] = (now, self._mark(label), None)
+        except Exception as exc:  # noqa: BLE001 - the split is lost, the query goes on
+            self._marks[label] = (now, None, f"reading {self.name} at the mark failed ({exc})")
+
+    def _mark(self, label: str) -> Any:
+        """What this meter keeps at a mark to split its window later (a counter reading, a timestamp)."""
+        return None
+
+    def _split(self, label: str, point: Any, measurement: Measurement) -> tuple[float, float, str] | None:
+        """(seconds, joules, method) from the window's start to the mark, once the window has ended; None when
+        this meter cannot split a window."""
+        return None
+
+    def _phase_marks(self, started: float, measurement: Measurement) -> tuple[PhaseMark, ...]:
+        marks = []
+        for label, (at, point, error) in self._marks.items():
+            fallback_seconds = min(max(0.0, at - started), measurement.seconds)
+            split = None
+            if error is None:
+                try:
+                    split = self._split(label, point, measurement)
+                except Exception as exc:  # noqa: BLE001 - a failed split must not lose the window's figure
+                    error = f"splitting the {self.name} window at the mark failed ({exc})"
+            if split is None:
+                reason = error or f"the {self.name} meter cannot split a window at a mark"
+                marks.append(PhaseMark(label, fallback_seconds, None, reason, precise=False))
+                continue
+            seconds, joules, method = split
+            seconds = min(max(0.0, seconds), measurement.seconds)
+            joules = min(max(0.0, joules), measurement.joules)  # interpolation never leaves the window's energy
+            # either side shorter than the sensor's update period holds too few updates to be trusted
+            precise = min(seconds, measurement.seconds - seconds) >= self.update_period_s
+            marks.append(PhaseMark(label, seconds, joules, method, precise=precise))
+        return tuple(marks)
+
     def stop(self) -> Measurement:
         if self._started_at is None:
             raise RuntimeError(f"meter {self.name!r} has no open window; call start() first")
+        started = self._started_at
         try:
             measurement = self._end()
         finally:
             self._started_at = None
         measurement = replace(measurement, started_at=measurement.started_at or self._wall_started_at,
                               ended_at=measurement.ended_at or time.time())
+        if self._marks:
+            try:
+                measurement = replace(measurement, marks=self._phase_marks(started, measurement))
+            finally:
+                self._marks = {}
         if 0 < measurement.seconds < self.update_period_s and FLAG_SHORT_WINDOW not in measurement.flags:
             measurement = _with_flag(measurement, FLAG_SHORT_WINDOW)
         if self.idle is not None:
@@ -263,7 +371,7 @@ class Meter(abc.ABC):
     @contextmanager
     def window(self) -> Iterator[Window]:
         """``with meter.window() as w: ...`` then ``w.measurement``. A failing block still stops the meter."""
-        handle = Window()
+        handle = Window(self)
         self.start()
         try:
             yield handle
@@ -334,6 +442,19 @@ class PowerSampler:
         #: (times, watts) of the last finished window, e.g. for splitting energy among concurrent queries
         self.last_trace: tuple[list[float], list[float]] = ([], [])
         self._error: Exception | None = None
+
+    def now(self) -> float:
+        """The sampler's clock now (a mark's time, to split the window's samples at later)."""
+        return self._clock()
+
+    def energy_until(self, at: float) -> tuple[float, float]:
+        """(joules, seconds) of the last finished window from its first sample to ``at``, by the same
+        piecewise-linear reading of the samples that integrated the whole window."""
+        times, watts = self.last_trace
+        if len(times) < 2:
+            return 0.0, 0.0
+        at = min(max(at, times[0]), times[-1])
+        return integrate_between(times, watts, times[0], at), at - times[0]
 
     def _sample(self) -> None:
         # stamped at the middle of the read: an HTTP scrape takes tens of ms, and its value is not from its end

@@ -68,6 +68,8 @@ class SumMeter(Meter):
         self.update_period_s = max(m.update_period_s for m in meters)
         self.provenance = MEASURED if all(m.provenance == MEASURED for m in meters) else ESTIMATED
         self.domain = "+".join(dict.fromkeys(d for m in meters for d in m.domain.split("+")))
+        readings = {m.reading for m in meters}
+        self.reading = readings.pop() if len(readings) == 1 else None
         self._t0 = 0.0
 
     @property
@@ -91,6 +93,19 @@ class SumMeter(Meter):
                 meter.stop()
             raise
         self._t0 = time.perf_counter()
+
+    def _mark(self, label: str) -> Any:
+        for meter in self.meters:
+            meter.mark(label)  # each part keeps its own split; the sum adds them up
+        return time.perf_counter()
+
+    def _split(self, label: str, point: Any, measurement: Measurement) -> tuple[float, float, str] | None:
+        marks = [part.phase_mark(label) for part in measurement.parts]
+        missing = [part.sensor for part, mark in zip(measurement.parts, marks) if mark is None or mark.joules is None]
+        if missing:
+            raise ValueError(f"no split of {', '.join(missing)}")
+        methods = "; ".join(dict.fromkeys(m.method for m in marks if m is not None))
+        return point - self._t0, sum(m.joules for m in marks if m is not None and m.joules is not None), methods
 
     def _end(self) -> Measurement:
         seconds = time.perf_counter() - self._t0

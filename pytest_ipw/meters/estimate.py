@@ -41,6 +41,7 @@ class EstimateMeter(Meter):
     name = "estimate"
     provenance = ESTIMATED
     update_period_s = 0.01  # psutil CPU times move in clock ticks
+    reading = "counter"  # cumulative CPU times, read at the window's ends
 
     def __init__(self, profile: AcceleratorProfile, cpu_times: CpuTimes = psutil_cpu_times,
                  clock: Callable[[], float] = time.perf_counter):
@@ -63,13 +64,28 @@ class EstimateMeter(Meter):
         busy, total = self._cpu_times()
         self._start = (self._clock(), busy, total)
 
-    def _end(self) -> Measurement:
+    def _utilisation_since_start(self) -> tuple[float, float]:
+        """(seconds, mean CPU utilisation) from the window's start to now."""
         assert self._start is not None
         started, busy0, total0 = self._start
         seconds = self._clock() - started
         busy1, total1 = self._cpu_times()
         cpu_seconds = total1 - total0
-        utilisation = (busy1 - busy0) / cpu_seconds if cpu_seconds > 0 else 0.0
+        return seconds, (busy1 - busy0) / cpu_seconds if cpu_seconds > 0 else 0.0
+
+    def _mark(self, label: str) -> Any:
+        return self._utilisation_since_start()
+
+    def _split(self, label: str, point: Any, measurement: Measurement) -> tuple[float, float, str]:
+        seconds, utilisation = point
+        return seconds, estimate_joules(self.profile, seconds, utilisation), "CPU times read at the mark (estimate)"
+
+    def probe(self) -> float:
+        """Busy CPU seconds so far, for ``pytest-ipw calibrate``'s update-period check."""
+        return self._cpu_times()[0]
+
+    def _end(self) -> Measurement:
+        seconds, utilisation = self._utilisation_since_start()
         return Measurement(
             joules=estimate_joules(self.profile, seconds, utilisation),
             seconds=seconds,

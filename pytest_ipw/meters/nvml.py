@@ -55,16 +55,18 @@ from .base import MeterUnavailable
 class _Gpu:
     """One GPU's handle and the way its energy is read."""
 
-    def __init__(self, pynvml: Any, index: int, interval_s: float):
+    def __init__(self, pynvml: Any, index: int, interval_s: float, gauge_only: bool = False):
         self.nvml = pynvml
         self.index = index
         self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         self.name = _text(pynvml.nvmlDeviceGetName(self.handle))
-        try:
-            pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
-            self.uses_counter = True
-        except pynvml.NVMLError:
-            self.uses_counter = False
+        self.uses_counter = False
+        if not gauge_only:
+            try:
+                pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+                self.uses_counter = True
+            except pynvml.NVMLError:
+                pass
         self.sampler = None if self.uses_counter else PowerSampler(self.watts, interval_s)
         self.counter_start: tuple[float, float] = (0.0, 0.0)  # (wall time of the read's middle, mJ)
         self.temperature_start: int | None = None
@@ -112,6 +114,24 @@ class _Gpu:
         else:
             self.counter_start = self._counter()
 
+    def mark_point(self) -> Any:
+        """The counter now (one extra read), or the sampler's clock (its samples are split later)."""
+        if self.sampler is not None:
+            return self.sampler.now()
+        return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+
+    def joules_to(self, point: Any) -> float:
+        if self.sampler is not None:
+            return self.sampler.energy_until(point)[0]
+        return (point - self.counter_start[1]) / 1000.0  # mJ -> J
+
+    def probe(self) -> float:
+        """The raw reading now: the counter (mJ) or the power gauge (mW), to see how often it changes."""
+        if self.uses_counter:
+            return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        return float(self.nvml.nvmlDeviceGetPowerUsage(self.handle))
+
+
     def end(self, seconds: float, period_s: float) -> Measurement:
         flags = [FLAG_SHARED_DEVICE] if self.mig_enabled else []
         if self.sampler is not None:
@@ -134,19 +154,22 @@ class NvmlMeter(Meter):
     provenance = MEASURED
     domain = "gpu"
 
-    def __init__(self, pynvml: Any, index: int | Sequence[int], sample_interval_s: float = 1.0 / DEFAULT_SAMPLE_HZ):
+    def __init__(self, pynvml: Any, index: int | Sequence[int], sample_interval_s: float = 1.0 / DEFAULT_SAMPLE_HZ,
+                 gauge_only: bool = False):
         super().__init__()
         self._nvml = pynvml
         indices = [index] if isinstance(index, int) else list(index)
         if not indices:
             raise ValueError("an NVML meter needs at least one GPU index")
-        self.gpus = [_Gpu(pynvml, i, sample_interval_s) for i in indices]
+        self._interval_s = sample_interval_s
+        self.gpus = [_Gpu(pynvml, i, sample_interval_s, gauge_only) for i in indices]
         self.index = indices[0]
         self.device_name = self.gpus[0].name
         self.uses_counter = all(g.uses_counter for g in self.gpus)
         # The counter moves in mJ but the firmware refreshes it about every 20-100 ms; power gauges
         # are averaged over up to a second on recent GPUs.
         self.update_period_s = 0.1 if self.uses_counter else 1.0
+        self.reading = "counter" if self.uses_counter else "gauge"
         self._t0 = 0.0
 
     @property
@@ -192,6 +215,26 @@ class NvmlMeter(Meter):
         for gpu in self.gpus:
             gpu.begin()
         self._t0 = time.perf_counter()
+
+    def _mark(self, label: str) -> Any:
+        return time.perf_counter(), [gpu.mark_point() for gpu in self.gpus]
+
+    def _split(self, label: str, point: Any, measurement: Measurement) -> tuple[float, float, str]:
+        at, points = point
+        how = "counter read at the mark" if self.uses_counter else "gauge samples split at the mark"
+        return at - self._t0, sum(g.joules_to(p) for g, p in zip(self.gpus, points)), how
+
+    def probe(self) -> float:
+        """Sum of the GPUs' raw readings now (counter mJ or gauge mW), for ``pytest-ipw calibrate``."""
+        return sum(g.probe() for g in self.gpus)
+
+    def gauge_twin(self) -> "NvmlMeter | None":
+        """A second meter on the same GPUs reading the power gauge, to check the counter against it
+        (``pytest-ipw calibrate``); None when this meter already reads the gauge."""
+        if not self.uses_counter:
+            return None
+        self._nvml.nvmlInit()  # NVML counts its users: the twin's close() shuts down only its own
+        return NvmlMeter(self._nvml, [g.index for g in self.gpus], sample_interval_s=self._interval_s, gauge_only=True)
 
     def _end(self) -> Measurement:
         seconds = time.perf_counter() - self._t0

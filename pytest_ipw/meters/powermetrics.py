@@ -181,6 +181,7 @@ class PowermetricsMeter(Meter):
         self.command = list(command)
         self.interval_s = interval_s
         self.update_period_s = interval_s
+        self.reading = "gauge"  # energy per sample interval, shared among windows by overlap
         self._clock = clock
         self._lock = threading.Condition()
         self._samples = SampleTimeline()
@@ -255,6 +256,19 @@ class PowermetricsMeter(Meter):
         self._t0 = self._clock()
         with self._lock:
             self._samples.forget_before(self._t0)
+
+    def _mark(self, label: str) -> Any:
+        return self._clock()  # split later, once the samples covering the mark have arrived
+
+    def _split(self, label: str, point: Any, measurement: Measurement) -> tuple[float, float, str]:
+        with self._lock:
+            samples = list(self._samples)
+        joules = 0.0
+        for start, end, sample in samples:
+            overlap = min(end, point) - max(start, self._t0)
+            if overlap > 0 and end > start:
+                joules += sample.joules * overlap / (end - start)
+        return point - self._t0, joules, "samples shared out at the mark by overlap"
 
     def _end(self) -> Measurement:
         t1 = self._clock()

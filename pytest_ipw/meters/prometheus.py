@@ -223,6 +223,7 @@ class PrometheusMeter(Meter):
         # the gauge is polled over HTTP: no faster than the exporter refreshes it
         self._sampler = (PowerSampler(self._read_watts, sample_interval_s(sample_hz, self.update_period_s))
                          if kind == "dcgm-power" else None)
+        self.reading = "gauge" if self._sampler is not None else "counter"
         self._start: tuple[float, float, Series] | None = None
         self._temperature_start: list[float] = []
 
@@ -314,6 +315,22 @@ class PrometheusMeter(Meter):
         else:
             started, wall, series, self._temperature_start = self._timed_series()
             self._start = (started, wall, series)
+
+    def _mark(self, label: str) -> Any:
+        if self._sampler is not None:
+            return self._sampler.now()
+        return self._clock(), self._series()[0]  # one extra scrape
+
+    def _split(self, label: str, point: Any, measurement: Measurement) -> tuple[float, float, str]:
+        if self._sampler is not None:
+            joules, seconds = self._sampler.energy_until(point)
+            return seconds, joules, "gauge samples split at the mark"
+        assert self._start is not None
+        started, _, before = self._start
+        at, series = point
+        # a series reset since the start counts from 0, as in the window itself
+        total = sum((series[k] - v if series.get(k, v) >= v else series[k]) for k, v in before.items() if k in series)
+        return at - started, total * self._unit, "counter scraped at the mark"
 
     def _end(self) -> Measurement:
         flags: list[str] = [FLAG_SHARED_DEVICE] if self.mig_shared else []

@@ -148,6 +148,7 @@ class RaplMeter(Meter):
     name = "rapl"
     provenance = MEASURED
     update_period_s = RAPL_UPDATE_S
+    reading = "counter"
 
     def __init__(self, zones: list[RaplZone], reader: Reader = read_sysfs, clock: Callable[[], float] = time.perf_counter):
         super().__init__()
@@ -193,6 +194,20 @@ class RaplMeter(Meter):
             return self.read_counters()
         except MeterUnavailable as exc:
             raise MeterFailure(f"rapl: {exc}") from None
+
+    def _mark(self, label: str) -> Any:
+        return self._clock(), self._counters()  # one extra read of each zone
+
+    def _split(self, label: str, point: Any, measurement: Measurement) -> tuple[float, float, str]:
+        assert self._start is not None
+        started, (_, before) = self._start
+        at, counters = point
+        joules = sum(counter_delta(b, m, z.max_range_uj) for z, b, m in zip(self.zones, before, counters)) / 1e6
+        return at - started, joules, "counter read at the mark"
+
+    def probe(self) -> float:
+        """Sum of the zones' raw counters now (µJ), for ``pytest-ipw calibrate``."""
+        return float(sum(self._counters()))
 
     def _end(self) -> Measurement:
         assert self._start is not None

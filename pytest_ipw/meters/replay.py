@@ -168,6 +168,7 @@ class ReplayMeter(Meter):
         self.provenance = trace.provenance
         self.domain = trace.domain
         self.update_period_s = trace.period_s
+        self.reading = "counter" if trace.joules is not None else "gauge"
         self._clock = clock
         self._origin: float | None = None
         self._t0 = 0.0
@@ -190,6 +191,15 @@ class ReplayMeter(Meter):
         if self._origin is None:
             self._origin = now  # the trace starts with the first window
         self._t0 = now - self._origin
+
+    def _mark(self, label: str) -> Any:
+        assert self._origin is not None
+        return self._clock() - self._origin
+
+    def _split(self, label: str, point: Any, measurement: Measurement) -> tuple[float, float, str]:
+        how = "recorded counter read at the mark" if self.trace.joules is not None else \
+            "recorded power samples split at the mark"
+        return point - self._t0, self.trace.energy(self._t0, point), how
 
     def _end(self) -> Measurement:
         assert self._origin is not None

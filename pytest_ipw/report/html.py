@@ -38,7 +38,8 @@ from pytest_ipw.analysis.study import (
     system_of,
 )
 from pytest_ipw.core.errors import IPWUsageError
-from pytest_ipw.analysis.metrics import Summary, combine_provenance
+from pytest_ipw.analysis.metrics import Summary, combine_provenance, round_noise
+from pytest_ipw.hardware.card import card_differences
 from pytest_ipw.analysis.model_info import ModelInfo, parse_model_info
 from pytest_ipw.core.files import dump_json
 from pytest_ipw.core.systems import record_system
@@ -120,6 +121,9 @@ class ReportData:
     history: list[HistoryEntry]
     caption: str
     notes: list[str] = field(default_factory=list)
+    #: (run / target label, comparability card) of every run the report covers, and where they differ
+    cards: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
+    card_warnings: list[str] = field(default_factory=list)
 
 
 def analyse(document: Mapping[str, Any], model_info: Mapping[str, ModelInfo] | None = None,
@@ -157,6 +161,7 @@ def analyse(document: Mapping[str, Any], model_info: Mapping[str, ModelInfo] | N
         routing_note = "routing needs at least two local model × accelerator systems; this run has " + \
                        (", ".join(sorted(local_systems)) or "none")
     trends, undated = release_trends(summaries, infos)
+    cards = card_entries(document)
     return ReportData(
         title=title,
         records=records,
@@ -174,7 +179,20 @@ def analyse(document: Mapping[str, Any], model_info: Mapping[str, ModelInfo] | N
         history=list(history),
         caption=energy_caption(records, basis),
         notes=provenance_lines(document, records),
+        cards=cards,
+        card_warnings=card_differences(cards) if len(cards) > 1 else [],
     )
+
+
+def card_entries(document: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The comparability cards of a results document: its own (one per target), or those of each merged run."""
+    entries = [(str(target), card) for target, card in (document.get("comparability") or {}).items()
+               if isinstance(card, Mapping)]
+    for run in document.get("runs") or []:
+        for target, card in (run.get("comparability") or {}).items():
+            if isinstance(card, Mapping):
+                entries.append((f"{target} ({run.get('source')}, {run.get('host')})", card))
+    return entries
 
 
 MAX_POWER_STEPS = 2000
@@ -262,6 +280,59 @@ def summary_rows(summaries: Sequence[Summary]) -> Table:
              _fmt(s.joules_per_correct), _fmt(s.latency_p50_s), _fmt(s.latency_p95_s), _fmt(s.tokens_per_s),
              f"{s.provenance.upper()} {s.domain} ({s.meter})"] for s in summaries]
     return headers, rows
+
+
+def _compact(value: Any, limit: int = 160) -> str:
+    """A card's nested value on one line: ``k=v, ...``; None and empty parts left out."""
+    if value is None or value == {} or value == []:
+        return ""
+    if isinstance(value, Mapping):
+        text = ", ".join(f"{k}={_compact(v)}" for k, v in value.items() if v not in (None, {}, [], ""))
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(_compact(v) for v in value)
+    elif isinstance(value, float):
+        text = f"{value:.4g}"
+    else:
+        text = str(value)
+    return _clip(text, limit)
+
+
+def card_rows(cards: Sequence[tuple[str, Mapping[str, Any]]]) -> Table:
+    headers = ["run / target", "sensor", "energy", "scope", "read as", "update period s", "sampling Hz", "idle floor W",
+               "power limit W", "clocks", "driver", "permissions", "thermal", "runtime build"]
+    rows = []
+    for label, card in cards:
+        permissions = card.get("permissions") or {}
+        rows.append([label, card.get("sensor"), str(card.get("provenance") or "").upper(), card.get("scope"),
+                     card.get("reading") or "", _compact(card.get("update_period_s")), _compact(card.get("sampling_hz")),
+                     _compact(card.get("idle_floor_w")), _compact(card.get("power_limit_w")), _compact(card.get("clocks")),
+                     card.get("driver"), permissions.get("level", "") if isinstance(permissions, Mapping) else permissions,
+                     _compact(card.get("thermal")), _compact(card.get("runtime_build"), 240)])
+    return headers, rows
+
+
+def phase_rows(summaries: Sequence[Summary]) -> Table | None:
+    """Prefill and decode per model × accelerator, where windows were split at the first token."""
+    split = [s for s in summaries if s.phase_queries]
+    if not split:
+        return None
+    headers = ["model", "accelerator", "split queries", "prefill s", "prefill J", "decode s", "decode J", "J/input token",
+               "J/output token", "energy source"]
+    return headers, [[s.model, s.accelerator, f"{s.phase_queries}/{s.queries}", _fmt(s.prefill_s), _fmt(s.prefill_joules),
+                      _fmt(s.decode_s), _fmt(s.decode_joules), _fmt(s.joules_per_input_token),
+                      _fmt(s.joules_per_output_token), f"{s.provenance.upper()} {s.domain}"] for s in split]
+
+
+def noise_rows(records: Sequence[Mapping[str, Any]]) -> Table | None:
+    """Run-to-run noise from ``--ipw-repeat``: the spread of each query's energy over its rounds."""
+    rows = round_noise(records)
+    if not rows:
+        return None
+    headers = ["model", "accelerator", "rounds", "queries", "energy CV median", "p90", "max", "latency CV median",
+               "prompt cache reset", "energy source"]
+    return headers, [[r["model"], r["accelerator"], r["rounds"], r["queries"], _pct(r["energy_cv_median"]),
+                      _pct(r["energy_cv_p90"]), _pct(r["energy_cv_max"]), _pct(r["latency_cv_median"]),
+                      str(r["prefix_cache_reset"]), r["provenance"].upper()] for r in rows]
 
 
 def coverage_rows(cov: CoverageAnalysis) -> Table:
@@ -411,6 +482,30 @@ def _answers_html(records: Sequence[Mapping[str, Any]]) -> str:
             "</details>")
 
 
+def _extra_tables_html(data: ReportData) -> str:
+    parts = []
+    phases = phase_rows(data.summaries)
+    if phases is not None:
+        parts += ["<h3>Energy by phase</h3>", '<p class="note">prefill = window start to the first token, decode = the '
+                  "rest; J/output token counts the tokens after the first.</p>", _html_table(phases)]
+    noise = noise_rows(data.records)
+    if noise is not None:
+        parts += ["<h3>Run-to-run noise (--ipw-repeat)</h3>", '<p class="note">coefficient of variation of each '
+                  "query's energy over its rounds; the IPW study cites 10-15% for software energy counters.</p>",
+                  _html_table(noise)]
+    return "".join(parts)
+
+
+def _cards_html(data: ReportData) -> str:
+    if not data.cards:
+        return ""
+    warnings = "".join(f'<div class="prov mixed"><b>NOT LIKE FOR LIKE:</b> {esc(w)}</div>' for w in data.card_warnings)
+    return ("<h2>Comparability</h2>" + warnings +
+            '<p class="note">What each energy figure depends on: the sensor and its scope, how it is read and how often '
+            "it updates, the idle floor, power limit, clocks, driver, permissions, thermal state and runtime build.</p>"
+            + _html_table(card_rows(data.cards)))
+
+
 def render_html(data: ReportData, document: Mapping[str, Any], figures: Mapping[str, tuple[str, bytes]]) -> str:
     overall = combine_provenance(str(r.get("provenance", "unknown")) for r in data.records)
     parts = [f"<h1>{esc(data.title)}</h1>",
@@ -418,10 +513,11 @@ def render_html(data: ReportData, document: Mapping[str, Any], figures: Mapping[
              f"{len(data.records)} records, {data.coverage.overall.queries} queries</p>",
              f'<div class="prov {esc(overall)}" id="provenance"><b>{esc(data.caption)}</b><br>'
              + "<br>".join(esc(line) for line in data.notes) + "</div>",
-             "<h2>Runs</h2>", _html_table(runs_rows(document)),
+             "<h2>Runs</h2>", _html_table(runs_rows(document)), _cards_html(data),
              "<h2>Summary per model × accelerator</h2>", _html_table(summary_rows(data.summaries)),
              '<p class="note">IPW = accuracy / mean per-query power; IPJ = accuracy / mean joules per query; '
              "energy source: MEASURED by a sensor or ESTIMATED by a power model.</p>",
+             _extra_tables_html(data),
              "<h2>Coverage</h2>",
              f"<p>{data.coverage.overall.covered} of {data.coverage.overall.queries} queries "
              f"({data.coverage.overall.share:.1%}) are answered correctly by at least one model × accelerator.</p>",
@@ -482,6 +578,17 @@ def _md_table(table: Table) -> str:
     return "\n".join(lines)
 
 
+def _extra_tables_md(data: ReportData) -> list[str]:
+    lines: list[str] = []
+    for title, table in (("### Energy by phase (prefill = until the first token, decode = after it)",
+                          phase_rows(data.summaries)),
+                         ("### Run-to-run noise (--ipw-repeat): energy CV per query over its rounds",
+                          noise_rows(data.records))):
+        if table is not None:
+            lines += [title, "", _md_table(table), ""]
+    return lines
+
+
 def render_markdown(data: ReportData, document: Mapping[str, Any], figure_files: Mapping[str, str]) -> str:
     def fig(name: str, alt: str) -> list[str]:
         return [f"![{alt}]({figure_files[name]})", ""] if name in figure_files else []
@@ -489,8 +596,12 @@ def render_markdown(data: ReportData, document: Mapping[str, Any], figure_files:
     cov = data.coverage
     lines = [f"# {_md_cell(data.title)}", "", f"**{_md_cell(data.caption)}**", ""]
     lines += [f"- {_md_cell(line)}" for line in data.notes] + [""]
-    lines += ["## Runs", "", _md_table(runs_rows(document)), "",
-              "## Summary per model × accelerator", "", _md_table(summary_rows(data.summaries)), "",
+    lines += ["## Runs", "", _md_table(runs_rows(document)), ""]
+    if data.cards:
+        lines += ["## Comparability", "", *[f"**NOT LIKE FOR LIKE:** {_md_cell(w)}" for w in data.card_warnings],
+                  "", _md_table(card_rows(data.cards)), ""]
+    lines += ["## Summary per model × accelerator", "", _md_table(summary_rows(data.summaries)), "",
+              *_extra_tables_md(data),
               "## Coverage", "", f"{cov.overall.covered} of {cov.overall.queries} queries ({cov.overall.share:.1%}) "
               "are answered correctly by at least one model × accelerator.", "",
               _md_table(coverage_rows(cov)), "", *fig("coverage", "coverage heat map"),
@@ -538,6 +649,7 @@ def analysis_document(data: ReportData) -> dict[str, Any]:
         "pareto": [p.__dict__ for p in data.pareto],
         "release_trends": [p.to_dict() for p in data.trends],
         "coverage_by_release": [{"date": d.isoformat(), "model": m, **c.to_dict()} for d, m, c in data.release_coverage],
+        "comparability_warnings": data.card_warnings,
     }
 
 

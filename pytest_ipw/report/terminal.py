@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from pytest_ipw.analysis.metrics import Coverage, Summary, accuracy_by, combine_provenance
+from pytest_ipw.analysis.metrics import Coverage, Summary, accuracy_by, combine_provenance, round_noise
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -30,6 +30,60 @@ def summary_table(summaries: Sequence[Summary]) -> str:
             f"{s.provenance.upper()} {s.domain}" + (f" ({s.energy_basis})" if s.energy_basis != "total" else ""),
         ])
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def phase_table(summaries: Sequence[Summary]) -> str | None:
+    """Prefill (to the first token) and decode (after it) per model × accelerator; None when no window was
+    split (a backend or meter that cannot)."""
+    from tabulate import tabulate
+
+    split = [s for s in summaries if s.phase_queries]
+    if not split:
+        return None
+    headers = ["model", "accel", "split queries", "prefill s", "prefill J", "decode s", "decode J", "J/in tok",
+               "J/out tok", "energy source"]
+    rows = [[s.model, s.accelerator, f"{s.phase_queries}/{s.queries}", _fmt(s.prefill_s), _fmt(s.prefill_joules),
+             _fmt(s.decode_s), _fmt(s.decode_joules), _fmt(s.joules_per_input_token), _fmt(s.joules_per_output_token),
+             f"{s.provenance.upper()} {s.domain}" + (f" ({s.energy_basis})" if s.energy_basis != "total" else "")]
+            for s in split]
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def phase_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why some windows have no prefill/decode split, and how many splits are imprecise."""
+    reasons: dict[str, int] = {}
+    imprecise = 0
+    for record in records:
+        how = str(record.get("phase_split") or "")
+        if how.startswith("none: "):
+            reasons[how[len("none: "):]] = reasons.get(how[len("none: "):], 0) + 1
+        elif "imprecise" in how:
+            imprecise += 1
+    lines = [f"phases: {n} window(s) not split at the first token: {reason}" for reason, n in sorted(reasons.items())]
+    if imprecise:
+        lines.append(f"phases: {imprecise} split(s) are imprecise: prefill or decode was shorter than the sensor's "
+                     "update period (see phase_split in --ipw-json)")
+    return lines
+
+
+def repeat_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the repeats measured: per model × accelerator, the spread of each query's energy over its rounds."""
+    lines = []
+    for row in round_noise(records):
+        cache = {True: "reset before each round", False: "NOT reset (the backend cannot)",
+                 "partly": "reset in some rounds only"}[row["prefix_cache_reset"]]
+        if row["energy_cv_median"] is None:
+            spread = "no energy spread (zero energy)"
+        else:
+            spread = (f"energy CV median {row['energy_cv_median']:.1%}, p90 {row['energy_cv_p90']:.1%}, max "
+                      f"{row['energy_cv_max']:.1%}")
+        latency = "" if row["latency_cv_median"] is None else f"; latency CV median {row['latency_cv_median']:.1%}"
+        lines.append(f"repeats: {row['model']}@{row['accelerator']}: {row['rounds']} rounds of {row['queries']} "
+                     f"queries, {spread}{latency} ({row['provenance'].upper()} by {row['meter']}; prompt cache {cache})")
+    if lines:
+        lines.append("repeats: the IPW study cites 10-15% run-to-run noise of software energy counters; the spread "
+                     "above is what this run measured (per query, over its rounds)")
+    return lines
 
 
 def domain_table(records: Iterable[Mapping[str, Any]], cov: Coverage) -> str:

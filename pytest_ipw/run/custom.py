@@ -97,8 +97,9 @@ class PipelineRecorder:
             return None
         return self.session.resumed.get(self._key(self.query))
 
-    def _key(self, query: Query) -> tuple[str, str, str, str]:
-        return (self.benchmark, self.target.model.name, self.target.device.profile.name, query.id)
+    def _key(self, query: Query) -> tuple[str, str, str, str, int]:
+        # the journal's key; a pipeline records each query once (round 1: --ipw-repeat repeats ipw_bench only)
+        return (self.benchmark, self.target.model.name, self.target.device.profile.name, query.id, 1)
 
     def __call__(self, response: str, *, generations: Sequence[Generation] = (), query: Query | None = None,
                  correct: bool | None = None, extracted: str | None = None,

@@ -17,11 +17,11 @@ from pytest_ipw.core.errors import IPWUsageError
 
 JOURNAL_VERSION = 1
 
-Key = tuple[str, str, str, str]  # benchmark, model, accelerator, query id
+Key = tuple[str, str, str, str, int]  # benchmark, model, accelerator, query id, round (--ipw-repeat)
 
 
 def record_key(record: Mapping[str, Any]) -> Key:
-    return (record["benchmark"], record["model"], record["accelerator"], record["query_id"])
+    return (record["benchmark"], record["model"], record["accelerator"], record["query_id"], int(record.get("round") or 1))
 
 
 def fingerprint(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,10 +7,11 @@ Field names are public API; README documents them.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+from pytest_ipw.analysis.metrics import phase_energy
 from pytest_ipw.backends.base import Generation
-from pytest_ipw.meters.base import FLAG_NO_UPDATE, FLAG_UNATTRIBUTABLE, Measurement
+from pytest_ipw.meters.base import FIRST_TOKEN, FLAG_NO_UPDATE, FLAG_UNATTRIBUTABLE, Measurement
 from pytest_ipw.queries.schema import Query
 from pytest_ipw.scoring.scorers import Score
 
@@ -20,6 +21,9 @@ RECORD_FIELDS = (
     "ttft_s", "joules", "watts", "seconds", "meter", "provenance", "energy_domain", "meter_flags",
     "joules_active", "idle_watts", "energy_basis", "energy_parts", "meter_extra", "window_start", "window_end",
     "energy_readings", "correct_strict", "extracted_strict", "token_source", "judge", "backend_extra", "strict_protocol",
+    # the window split at the first token (README: Prefill and decode), and the round of --ipw-repeat
+    "prefill_joules", "prefill_s", "decode_joules", "decode_s", "decode_tokens", "joules_per_input_token",
+    "joules_per_output_token", "phase_split", "round", "prefix_cache_reset",
 )
 
 
@@ -33,10 +37,17 @@ def make_record(
     measurement: Measurement,
     score: Score,
     energy_basis: str = "total",
+    phase_missing: str | None = None,
+    round_number: int = 1,
+    prefix_cache_reset: bool | None = None,
 ) -> dict[str, Any]:
     """``joules``/``watts`` are the total over the query's window (its share of it when the window ran
     several queries: :func:`charge`); ``energy_basis`` says whether IPW uses them or ``joules_active``
-    (total minus the idle baseline, None without a baseline)."""
+    (total minus the idle baseline, None without a baseline).
+
+    ``phase_missing`` says why the window has no first-token mark when it has none (a backend that does not
+    report its first token); ``round_number`` is the round of ``--ipw-repeat`` (1 without repeats), and
+    ``prefix_cache_reset`` whether the model's prompt-prefix cache was reset before it (None: not asked)."""
     record = {
         "query_id": query.id,
         "domain": query.domain,
@@ -84,10 +95,53 @@ def make_record(
         "backend_extra": dict(generation.extra) or None,
         "strict_protocol": query.protocol,  # the data set's official extraction behind correct_strict, if any
     }
+    record.update(phase_fields(measurement, generation, phase_missing))
+    record.update(per_token_energy(record))
+    record["round"] = round_number
+    record["prefix_cache_reset"] = prefix_cache_reset
     queries = queries_in_window(record["meter_flags"])
     if queries > 1:
         record = charge(record, measurement.joules / queries)
     return record
+
+
+def phase_fields(measurement: Measurement, generation: Generation, missing: str | None) -> dict[str, Any]:
+    """Prefill (window start to the first token) and decode (the rest) of one window, in total energy.
+
+    ``decode_tokens`` counts the tokens generated after the first one: the first token comes out of the
+    prefill's last step, so decode makes ``tokens_out - 1`` (as time per output token counts them).
+    """
+    empty: dict[str, Any] = {"prefill_joules": None, "prefill_s": None, "decode_joules": None, "decode_s": None,
+                             "decode_tokens": None}
+    mark = measurement.phase_mark(FIRST_TOKEN)
+    if mark is None:
+        reason = missing or ("no first token was seen (an empty answer, a server that ignored streaming, or a "
+                             "recording without ttft_s)" if generation.ttft_s is None else
+                             "the meter was not marked at the first token")
+        return {**empty, "phase_split": f"none: {reason}"}
+    if mark.joules is None:
+        return {**empty, "phase_split": f"none: {mark.method}"}
+    method = mark.method if mark.precise else (f"{mark.method} (imprecise: prefill or decode is shorter than the "
+                                               "sensor's update period)")
+    return {
+        "prefill_joules": mark.joules,
+        "prefill_s": mark.seconds,
+        "decode_joules": measurement.joules - mark.joules,
+        "decode_s": measurement.seconds - mark.seconds,
+        "decode_tokens": max(0, generation.tokens_out - 1),
+        "phase_split": method,
+    }
+
+
+def per_token_energy(record: Mapping[str, Any]) -> dict[str, float | None]:
+    """J per input token (prefill energy / prompt tokens) and J per output token (decode energy / decode
+    tokens), on the record's energy basis (:func:`~pytest_ipw.analysis.metrics.phase_energy`)."""
+    phases = phase_energy(record)
+    if phases is None:
+        return {"joules_per_input_token": None, "joules_per_output_token": None}
+    tokens_in, decode_tokens = record.get("tokens_in"), record.get("decode_tokens")
+    return {"joules_per_input_token": phases[0] / tokens_in if tokens_in else None,
+            "joules_per_output_token": phases[1] / decode_tokens if decode_tokens else None}
 
 
 _BATCHED = re.compile(r"batched:(\d+)$")
@@ -118,6 +172,12 @@ def charge(record: dict[str, Any], joules: float, flag: str | None = None) -> di
     if record.get("idle_watts") is not None:
         # the window's idle energy is shared the same way as its total
         record["joules_active"] = max(0.0, joules - record["idle_watts"] * seconds * fraction)
+    if record.get("prefill_joules") is not None and record.get("decode_joules") is not None:
+        # each phase keeps its part of the window: the share is scaled, not re-split
+        original_phases = record.get("phases_window") or (record["prefill_joules"], record["decode_joules"])
+        record["phases_window"] = list(original_phases)
+        record["prefill_joules"], record["decode_joules"] = (j * fraction for j in original_phases)
+        record.update(per_token_energy(record))
     if record.get("energy_parts"):
         original = record.get("energy_parts_window") or record["energy_parts"]
         record["energy_parts_window"] = original

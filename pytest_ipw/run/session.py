@@ -15,8 +15,9 @@ from typing import Any
 from pytest_ipw import __version__
 from pytest_ipw.hardware.profiles import AcceleratorProfile, LocalDevice, detect_devices, load_profiles, resolve_accelerators
 from pytest_ipw.backends.base import GenerationSettings
-from pytest_ipw.analysis.metrics import Summary, accuracy_by_domain_rows, coverage, summarize_systems
+from pytest_ipw.analysis.metrics import Summary, accuracy_by_domain_rows, coverage, query_rounds, round_noise, summarize_systems
 from pytest_ipw.core.systems import assign_systems
+from pytest_ipw.hardware.card import run_cards
 from pytest_ipw.backends.models import ModelSpec, parse_model_list
 from pytest_ipw.options import RunOptions
 from pytest_ipw.core.errors import IPWUsageError
@@ -183,7 +184,7 @@ class IPWSession:
                        append=self.options.resume)
 
     @functools.cached_property
-    def resumed(self) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    def resumed(self) -> dict[tuple[str, str, str, str, int], dict[str, Any]]:
         """Records finished by the interrupted run (``--ipw-resume``), by journal key."""
         if not self.options.resume:
             return {}
@@ -317,8 +318,13 @@ class IPWSession:
                 "energy": {"basis": self.options.energy, "idle_seconds": self.options.idle_seconds,
                            "sample_hz": self.options.sample_hz, "meter": self.options.meter},
             },
+            # what the energy figures depend on (sensor, scope, period, idle floor, clocks...), per target
+            "comparability": run_cards(self.meter_info, self.model_info, self.options.sample_hz),
             "records": self.records,
             "summary": [s.to_dict() for s in self.summaries],
+            # --ipw-repeat: run-to-run noise per model × accelerator, and each query's mean and spread
+            "repeats": {"rounds": self.options.repeat, "noise": round_noise(self.records),
+                        "queries": query_rounds(self.records)} if self.options.repeat > 1 else None,
             "accuracy_by_domain": per_domain,
             "coverage": cov.to_dict(),
             "threshold_failures": [m.line() for m in self.misses],

@@ -225,7 +225,7 @@ def test_journal_ignores_a_torn_last_line(tmp_path):
     journal.close()
     with path.open("a") as handle:
         handle.write('{"benchmark": "b", "mod')  # killed while writing
-    assert list(read_journal([path], {"f": 1})) == [("b", "m", "cpu", "q1")]
+    assert list(read_journal([path], {"f": 1})) == [("b", "m", "cpu", "q1", 1)]
 
 
 def test_xdist_workers_are_pinned_one_gpu_each():
