@@ -5,11 +5,14 @@ from pytest_ipw.core.warnings import (
     IPWWarning,
     MeterFallbackWarning,
     NoBaselineWarning,
+    PartialBaselineWarning,
     SharedEnergyWarning,
     TruncatedAnswersWarning,
+    UnpairedGateWarning,
 )
 
 __version__ = "0.1.0"
 
-__all__ = ["EstimatedEnergyWarning", "IPWWarning", "MeterFallbackWarning", "NoBaselineWarning", "SharedEnergyWarning",
-           "TruncatedAnswersWarning", "__version__"]
+__all__ = ["EstimatedEnergyWarning", "IPWWarning", "MeterFallbackWarning", "NoBaselineWarning",
+           "PartialBaselineWarning", "SharedEnergyWarning", "TruncatedAnswersWarning", "UnpairedGateWarning",
+           "__version__"]

@@ -13,10 +13,10 @@ import json
 import sys
 from typing import Any, Sequence
 
-from pytest_ipw.history.compare import METRICS, Gate, changes_table, compare_runs, failed_gates
 from pytest_ipw.core.errors import IPWUsageError
-from pytest_ipw.history.storage import SavedRun, Storage, default_storage, load_run
 from pytest_ipw.core.systems import record_system
+from pytest_ipw.history.compare import METRICS, Gate, changes_table
+from pytest_ipw.history.storage import SavedRun, Storage, default_storage, load_run, partial_note
 
 TREND_METRICS = ("accuracy", "ipw", "ipj", "mean_joules", "mean_watts", "latency_p50_s", "latency_p95_s", "tokens_per_s")
 
@@ -41,32 +41,44 @@ def cmd_list(args: argparse.Namespace) -> int:
         try:
             document = load_run(run.path)
         except IPWUsageError as exc:
-            rows.append([run.id, run.commit, "", run.stamp, f"UNREADABLE: {exc}"])
+            rows.append([run.id, run.commit, "", run.stamp, "", f"UNREADABLE: {exc}"])
             continue
         info = document.get("commit_info", {})
         summary = ", ".join(f"{record_system(s)} acc {s['accuracy']:.3f} ({s['provenance']})"
                             for s in document.get("summary", []))
-        rows.append([run.id, run.commit + (" (dirty)" if run.dirty else ""), info.get("branch", ""), run.stamp, summary])
-    print(tabulate(rows, headers=["run", "commit", "branch", "saved (UTC)", "summary"], tablefmt="simple"))
+        queries = (f"PARTIAL: {partial_note(document)}" if document.get("partial")
+                   else str(len(document.get("records") or [])))
+        rows.append([run.id, run.commit + (" (dirty)" if run.dirty else ""), info.get("branch", ""), run.stamp,
+                     queries, summary])
+    print(tabulate(rows, headers=["run", "commit", "branch", "saved (UTC)", "queries", "summary"], tablefmt="simple",
+                   disable_numparse=True))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from pytest_ipw.history.comparison import CLI_FLAGS, compare_documents, parse_pairs
+
     storage = Storage(args.storage)
-    runs = [_resolve(storage, selector) for selector in (args.baseline, args.current)]
-    baseline, current = (load_run(run.path) for run in runs)
-    machines = (baseline.get("machine_id"), current.get("machine_id"))
-    if machines[0] != machines[1] and not args.across_machines:
-        raise IPWUsageError(
-            f"{runs[0].id} and {runs[1].id} come from different machine ids ({machines[0]} vs {machines[1]}): hardware or "
-            "meter differ, so their energy figures are not comparable. Pass --across-machines to compare anyway"
-        )
-    gates = [Gate.parse(text) for text in args.fail]
-    changes = compare_runs(baseline, current, alpha=args.alpha)
-    failures = failed_gates(changes, gates)
+    pairs = parse_pairs(args.pair)
+    choice = storage.select_baseline(args.baseline, machine="", across_machines=True)
+    if choice.run is None:
+        skipped = choice.skipped_line()
+        raise IPWUsageError(f"no saved run matches {args.baseline!r} in {storage.root}"
+                            + (f" ({skipped}; name one by its number to compare with it anyway)" if skipped else "")
+                            + " (see: pytest-ipw list)")
+    current_run = _resolve(storage, args.current)
+    baseline, current = choice.document, load_run(current_run.path)
+    assert baseline is not None
+    comparison = compare_documents(
+        baseline, current, baseline_label=choice.run.id, current_label=current_run.id,
+        gates=[Gate.parse(text) for text in args.fail], alpha=args.alpha, pairs=pairs,
+        across_machines=args.across_machines, require_baseline=bool(args.require_baseline), flags=CLI_FLAGS)
+    notes = ([choice.skipped_line() + f"; the baseline is the newest complete run, {choice.run.id}"]
+             if choice.skipped else []) + comparison.notes
+    changes = comparison.changes
     if args.format == "json":
-        print(json.dumps({"baseline": runs[0].id, "current": runs[1].id, "changes": [c.to_dict() for c in changes],
-                          "gate_failures": [f.line() for f in failures]}, indent=1))
+        print(json.dumps({"baseline": choice.run.id, "current": current_run.id, **comparison.to_dict(),
+                          "notes": notes}, indent=1))
     elif args.format == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(changes[0].to_dict()) if changes else ["scope"])
@@ -76,12 +88,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
             row["interval"] = "" if row["interval"] is None else f"{row['interval'][0]}..{row['interval'][1]}"
             writer.writerow(row)
         print(buffer.getvalue(), end="")
+        for note in notes:
+            print(f"compare: {note}", file=sys.stderr)
     else:
-        print(f"baseline {runs[0].id}\nnow      {runs[1].id}")
-        print(changes_table(changes, "github" if args.format == "markdown" else "simple"))
-    for failure in failures:
+        markdown = args.format == "markdown"
+        print(f"baseline {choice.run.id}\nnow      {current_run.id}")
+        if markdown:
+            print()
+        print(comparison.coverage_table("github" if markdown else "simple"))
+        if changes:
+            print()
+            print(changes_table(changes, "github" if markdown else "simple"))
+        if notes:
+            print()
+        for note in notes:
+            print(f"{'- ' if markdown else ''}compare: {note}")
+    for _, warning in comparison.warnings:
+        if not any(error.startswith(warning) for error in comparison.errors):
+            print(f"IPW COMPARE WARNING: {warning}", file=sys.stderr)
+    for error in comparison.errors:
+        print(f"IPW COMPARE FAILED: {error}", file=sys.stderr)
+    for failure in comparison.failures:
         print(f"IPW REGRESSION: {failure.line()}", file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if comparison.failures or comparison.errors else 0
 
 
 def cmd_trend(args: argparse.Namespace) -> int:
@@ -242,12 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_list)
 
     compare = sub.add_parser("compare", help="compare two saved runs (baseline first)")
-    compare.add_argument("baseline", help="run: latest, a number, a save name, a commit prefix, a branch, or a path")
+    compare.add_argument("baseline", help="run: latest, a number, a save name, a commit prefix, a branch, or a path "
+                                          "(latest, a commit or a branch pass over partial runs)")
     compare.add_argument("current", help="run, as for baseline")
     compare.add_argument("--fail", action="append", default=[], metavar="EXPR",
                          help=f"gate, e.g. ipw:5%% or accuracy:2pt (metrics: {', '.join(METRICS)}); repeatable")
     compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     compare.add_argument("--across-machines", action="store_true", help="allow runs of different machine ids")
+    compare.add_argument("--pair", action="append", default=[], metavar="NEW=OLD",
+                         help="compare model NEW of the current run with model OLD of the baseline (a model release "
+                              "saved under a new name); repeatable")
+    add_cli_options(compare, only=("require_baseline",))
     formats = compare.add_mutually_exclusive_group()
     for name in ("csv", "json", "markdown"):
         formats.add_argument(f"--{name}", dest="format", action="store_const", const=name, help=f"print {name}")

@@ -89,8 +89,10 @@ class RunOptions:
     models: str | None = option(
         None, "--ipw-model", MODEL, metavar="SPEC[,SPEC...]", names_input=True, decides_answers=True,
         help="model(s) to benchmark: a short name (smollm2-135m, smollm2-135m-q8_0, ...), a .gguf path, or "
-             "BACKEND:LOCATION (llama-cpp:, vllm:, openai+http://HOST/v1#MODEL, recorded:FILE). Several, "
-             "comma-separated, become a parameter axis. Default: smollm2-135m.")
+             "BACKEND:LOCATION (llama-cpp:, vllm:, openai+http://HOST/v1#MODEL, recorded:FILE). NAME=SPEC names "
+             "the system NAME (assistant=./assistant-v2.gguf): history pairs runs by that name, so a model "
+             "release is compared with the model it replaces; the file, its SHA-256 and the backend are still "
+             "recorded. Several, comma-separated, become a parameter axis. Default: smollm2-135m.")
     accelerators: list[str] | None = option(
         None, "--ipw-accelerator", MODEL, metavar="NAME[,NAME...]", parse=_csv, names_input=True,
         decides_answers=True, cli=True,
@@ -230,6 +232,11 @@ class RunOptions:
         help="the machine id runs are saved and compared under (default: derived from the accelerators, CPU "
              "model and meter, not the host name; `pytest-ipw machine-id` prints it).")
     autosave: bool = option(False, "--ipw-autosave", HISTORY, kind="flag", help="save this run to --ipw-storage.")
+    save_partial: bool = option(
+        True, "--ipw-save-partial", HISTORY, metavar="yes|no", parse=_bool,
+        help="whether --ipw-autosave / --ipw-save keep a PARTIAL run (interrupted, or fewer queries finished than "
+             "were collected): yes (default) saves it marked partial, which --ipw-compare=latest then skips; no "
+             "refuses to save it.")
     save_name: str | None = option(
         None, "--ipw-save", HISTORY, metavar="NAME", ini=False, help="save this run to --ipw-storage under NAME.")
     compare: str | None = option(
@@ -247,8 +254,9 @@ class RunOptions:
         False, "--ipw-compare-across-machines", HISTORY, kind="flag",
         help="allow comparing with runs saved under another machine id (different hardware or meter).")
     require_baseline: bool = option(
-        False, "--ipw-require-baseline", HISTORY, kind="flag",
-        help="fail when --ipw-compare finds no baseline (default: save, pass, and say so).")
+        False, "--ipw-require-baseline", HISTORY, kind="flag", cli=True,
+        help="fail when --ipw-compare finds no baseline, or when a gate finds no model × accelerator present in "
+             "both runs (default: pass, and say so with a warning).")
     #: where each value came from: option name -> "command line" | "ini" | "default" (filled by read_options)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 

@@ -218,12 +218,19 @@ def _write_history(terminalreporter: Any, history: Any) -> None:
     from pytest_ipw.history.compare import changes_table
 
     write = terminalreporter.write_line
-    if history.baseline is not None and history.changes:
+    if history.baseline is not None and history.comparison is not None:
         write("")
-        write(f"compared with {history.baseline.id} (paired by query; 'within noise' = not significant)")
-        write(changes_table(history.changes))
+        legend = " (paired by query; 'within noise' = not significant)" if history.changes else ""
+        write(f"compared with {history.baseline.id}{legend}")
+        write("queries per model × accelerator: paired = in both runs")
+        write(history.comparison.coverage_table())
+        if history.changes:
+            write(changes_table(history.changes))
     for note in history.notes:
         write(f"compare: {note}")
+    for _, warning in history.warnings:
+        if not any(error.startswith(warning) for error in history.errors):  # else said once, as a failure
+            write(f"IPW COMPARE WARNING: {warning}", yellow=True, bold=True)
     if history.saved is not None:
         write(f"saved: {history.saved.path}")
     for error in history.errors:
@@ -282,7 +289,12 @@ def ipw_model(ipw_target: Target, request: pytest.FixtureRequest) -> Iterator[An
     try:
         for _ in range(session.options.warmup):
             backend.generate(WARMUP_PROMPT)
-        session.model_info[ipw_target.id] = backend.info()
+        from .backends.models import model_provenance
+
+        info = backend.info()
+        # what stands behind the system's name (an alias names a file, a hash, a server model)
+        info["source"] = model_provenance(ipw_target.model, info)
+        session.model_info[ipw_target.id] = info
         yield backend
     finally:
         backend.close()

@@ -5,13 +5,20 @@ Accepted forms (comma-separated for several, each becoming a value of the models
 - a GGUF path: ``/models/qwen2.5-1.5b-instruct-q4_k_m.gguf``;
 - ``BACKEND:LOCATION`` with a registered backend, e.g. ``llama-cpp:/path/model.gguf``,
   ``vllm:Qwen/Qwen3-4B`` (a hub id or a local directory), ``recorded:answers.jsonl``;
-- an OpenAI-compatible server: ``openai+http://127.0.0.1:8080/v1#smollm2`` (``openai+https://`` for TLS).
+- an OpenAI-compatible server: ``openai+http://127.0.0.1:8080/v1#smollm2`` (``openai+https://`` for TLS);
+- any of these under an alias, ``NAME=SPEC`` (``assistant=./models/assistant-v2.gguf``): NAME labels the system
+  in records, reports and history, so the release that replaces a model is compared with it; what stands
+  behind the name (spec, backend, file and its SHA-256, the server's model name) is recorded
+  (:func:`model_provenance`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,10 @@ class ModelSpec:
     backend: str
     location: str
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: the spec as given, without the alias (``./models/assistant-v2.gguf``)
+    text: str = field(default="", compare=False)
+    #: whether ``name`` is an alias the user chose (``NAME=SPEC``) rather than derived from the spec
+    aliased: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         return self.name
@@ -119,15 +130,36 @@ def check_gguf(path: Path, label: str) -> None:
         )
 
 
+#: ``NAME=SPEC``: an alias is a plain name (no path separator, no colon), so URLs and paths holding '=' stay specs
+_ALIAS = re.compile(r"(?P<alias>[A-Za-z0-9][A-Za-z0-9._-]{0,63})=(?P<spec>.*)")
+
+
 def parse_model_spec(text: str, option: str = "--ipw-model") -> ModelSpec:
     """One ``--ipw-model`` entry to a spec (no file is opened here beyond what naming needs).
 
-    ``option`` names the option in messages (``--ipw-judge`` takes the same syntax)."""
-    from pytest_ipw.backends import BACKENDS
-
+    ``NAME=SPEC`` names the system NAME whatever SPEC is. ``option`` names the option in messages
+    (``--ipw-judge`` takes the same syntax)."""
     entry = text.strip()
     if not entry:
         raise IPWUsageError(f"{option} has an empty entry; separate models with single commas")
+    alias = _ALIAS.fullmatch(entry)
+    if alias and not Path(entry).exists():  # a file really named "a=b.gguf" stays a file
+        if not alias["spec"].strip():
+            raise IPWUsageError(f"{option}={entry}: nothing after '{alias['alias']}='; write NAME=SPEC, e.g. "
+                                "assistant=./models/assistant-v2.gguf")
+        spec = _parse_unaliased(alias["spec"].strip(), option)
+        return dataclasses.replace(spec, name=alias["alias"], aliased=True)
+    return _parse_unaliased(entry, option)
+
+
+def _parse_unaliased(entry: str, option: str) -> ModelSpec:
+    spec = _spec_of(entry, option)
+    return dataclasses.replace(spec, text=entry)
+
+
+def _spec_of(entry: str, option: str) -> ModelSpec:
+    from pytest_ipw.backends import BACKENDS
+
     scheme, sep, rest = entry.partition(":")
     if sep and scheme in BACKENDS:
         backend, location = scheme, rest
@@ -193,3 +225,77 @@ def resolve_model_file(spec: ModelSpec) -> Path:
     path = Path(spec.location).expanduser()
     check_gguf(path, spec.name)
     return path
+
+
+#: files smaller than this are hashed on every run (well under a second), larger ones once per version
+_HASH_CACHE_FROM = 256 * 1024 * 1024
+
+
+def _sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a model file, cached by (real path, size, modification time): a 40 GB GGUF is hashed once,
+    not on every run; a file replaced in place gets a new time and is hashed again."""
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    if stat.st_size < _HASH_CACHE_FROM:
+        return _sha256_of(real)
+    key = f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = cache_dir() / "sha256.json"
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), str):
+        return known[key]
+    known[key] = _sha256_of(real)
+    try:  # a cache that cannot be written costs only time
+        from pytest_ipw.core.files import write_json_atomic
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cache, known)
+    except (OSError, IPWUsageError):
+        pass
+    return known[key]
+
+
+def model_provenance(spec: ModelSpec, backend_info: dict[str, Any]) -> dict[str, Any]:
+    """What stands behind a system's name, for the results' ``settings.models``: the spec as given, whether the
+    name is an alias, the backend, the file and its SHA-256 (GGUF or recorded answers), and, for servers, the
+    model asked for and the one that answered (from the backend's own ``info()``)."""
+    file = backend_info.get("model_file") or backend_info.get("answers_file")
+    described: dict[str, Any] = {
+        "name": spec.name,
+        "alias": spec.aliased,
+        "spec": spec.text or spec.location,
+        "backend": spec.backend,
+        "location": spec.location,
+        "file": str(file) if file else None,
+        "file_sha256": None,
+    }
+    if file and os.path.isfile(file):
+        described["file_sha256"] = file_sha256(file)
+    if "served_model" in backend_info or spec.backend.startswith("openai+"):
+        described["server_model"] = backend_info.get("served_model") or backend_info.get("model")
+    return described
+
+
+def describe_source(info: dict[str, Any] | None) -> str:
+    """One short line for a system's source in comparisons and reports: ``spec (sha256 1a2b3c4d5e6f)``."""
+    if not info:
+        return "unknown (not recorded)"
+    text = str(info.get("spec") or info.get("file") or info.get("model") or info.get("backend") or "unknown")
+    extras = []
+    if info.get("file_sha256"):
+        extras.append(f"sha256 {str(info['file_sha256'])[:12]}")
+    if info.get("server_model") and str(info["server_model"]) not in text:
+        extras.append(f"server model {info['server_model']}")
+    return text + (f" ({', '.join(extras)})" if extras else "")

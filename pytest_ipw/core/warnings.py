@@ -34,5 +34,14 @@ class MeterFallbackWarning(IPWWarning):
     """The accelerator's natural meter could not be used; another one (often the estimate) measured."""
 
 
+class UnpairedGateWarning(IPWWarning):
+    """A ``--ipw-compare-fail`` gate found no model × accelerator present in both runs, so it judged nothing
+    (a model release under a new name: pair it with an alias, ``--ipw-model=NAME=SPEC``)."""
+
+
+class PartialBaselineWarning(IPWWarning):
+    """The baseline named for the comparison is a partial run (interrupted): it covers only part of the queries."""
+
+
 WARNINGS = (IPWWarning, EstimatedEnergyWarning, NoBaselineWarning, TruncatedAnswersWarning, SharedEnergyWarning,
-            MeterFallbackWarning)
+            MeterFallbackWarning, UnpairedGateWarning, PartialBaselineWarning)

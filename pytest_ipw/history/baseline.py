@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from pytest_ipw.history.compare import Change, Gate, GateFailure, compare_runs, failed_gates
 from pytest_ipw.core.errors import IPWUsageError
-from pytest_ipw.history.storage import SavedRun, Storage, load_run, machine_id, machine_identity
+from pytest_ipw.history.compare import Change, Gate, GateFailure
+from pytest_ipw.history.comparison import PLUGIN_FLAGS, Comparison, compare_documents
+from pytest_ipw.history.storage import SavedRun, Storage, machine_id, machine_identity, partial_note
 
 
 class HistoryOptions(Protocol):
@@ -22,6 +23,7 @@ class HistoryOptions(Protocol):
     compare_alpha: float
     compare_across_machines: bool
     require_baseline: bool
+    save_partial: bool
 
 
 def commit_info() -> dict[str, Any]:
@@ -35,23 +37,32 @@ def commit_info() -> dict[str, Any]:
 class HistoryOutcome:
     machine: str
     baseline: SavedRun | None = None
-    changes: list[Change] = field(default_factory=list)
-    failures: list[GateFailure] = field(default_factory=list)
+    comparison: Comparison | None = None
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # failures that are not gates (no baseline when required...)
+    warnings: list[tuple[type[Warning], str]] = field(default_factory=list)  # issued as pytest warnings
     saved: SavedRun | None = None
+
+    @property
+    def changes(self) -> list[Change]:
+        return self.comparison.changes if self.comparison else []
+
+    @property
+    def failures(self) -> list[GateFailure]:
+        return self.comparison.failures if self.comparison else []
 
     @property
     def failed(self) -> bool:
         return bool(self.failures or self.errors)
 
     def to_dict(self) -> dict[str, Any]:
+        compared = self.comparison.to_dict() if self.comparison else {"coverage": [], "changes": [], "gate_failures": []}
         return {
             "machine_id": self.machine,
             "baseline": self.baseline.id if self.baseline else None,
-            "changes": [c.to_dict() for c in self.changes],
-            "gate_failures": [f.line() for f in self.failures],
+            **compared,
             "notes": self.notes,
+            "warnings": [message for _, message in self.warnings],
             "errors": self.errors,
             "saved_as": self.saved.id if self.saved else None,
         }
@@ -76,19 +87,28 @@ def process_history(options: HistoryOptions, document: dict[str, Any]) -> Histor
             _compare(options, storage, document, outcome)
         except IPWUsageError as exc:
             outcome.errors.append(str(exc))
-    if wants_save:
+    if wants_save and document.get("partial") and not options.save_partial:
+        outcome.notes.append(f"not saved: this run is PARTIAL ({partial_note(document)} finished) and "
+                             "--ipw-save-partial=no")
+    elif wants_save:
         try:
             outcome.saved = storage.save(document, machine=machine, commit=str(info.get("id") or "unversioned"),
                                          dirty=bool(info.get("dirty")), name=options.save_name)
         except IPWUsageError as exc:
             outcome.errors.append(str(exc))
+        if outcome.saved is not None and document.get("partial"):
+            outcome.notes.append(f"saved as a PARTIAL run ({partial_note(document)} finished): --ipw-compare=latest "
+                                 "passes over it (--ipw-save-partial=no would not save it)")
     return outcome
 
 
 def _compare(options: HistoryOptions, storage: Storage, document: dict[str, Any], outcome: HistoryOutcome) -> None:
-    baseline_run = storage.resolve(options.compare, outcome.machine, options.compare_across_machines)
-    if baseline_run is None:
+    choice = storage.select_baseline(options.compare, outcome.machine, options.compare_across_machines)
+    skipped = choice.skipped_line()
+    if choice.run is None:
         message = f"no saved run matches --ipw-compare={options.compare} for machine id {outcome.machine}"
+        if skipped:
+            message += f" ({skipped}; name one by its number to compare with it anyway)"
         nearest = None if options.compare_across_machines else storage.nearest_machine(
             document["machine_identity"], outcome.machine)
         if nearest is not None:
@@ -104,23 +124,15 @@ def _compare(options: HistoryOptions, storage: Storage, document: dict[str, Any]
             outcome.notes.append(message + "; nothing to compare, the gate passes" +
                                  ("; this run is saved as the baseline" if options.autosave or options.save_name else ""))
         return
-    baseline = load_run(baseline_run.path)
-    baseline_machine = baseline.get("machine_id")
-    if baseline_machine not in (None, outcome.machine) and not options.compare_across_machines:
-        outcome.errors.append(
-            f"baseline {baseline_run.path} was saved on machine id {baseline_machine}, this run is {outcome.machine}: "
-            "hardware or meter differ, so the figures are not comparable. Pass --ipw-compare-across-machines to compare anyway"
-        )
-        return
-    outcome.baseline = baseline_run
-    if baseline_machine not in (None, outcome.machine):
-        outcome.notes.append(f"comparing ACROSS MACHINES: baseline {baseline_machine}, now {outcome.machine}")
-    provenances = {s.get("provenance") for s in baseline.get("summary", []) + document.get("summary", [])}
-    if "estimated" in provenances or "mixed" in provenances:
-        outcome.notes.append("energy figures in this comparison include ESTIMATES, not measurements")
-    outcome.changes = compare_runs(baseline, document, alpha=options.compare_alpha)
-    if not outcome.changes:
-        outcome.notes.append(f"baseline {baseline_run.id} shares no model × accelerator and query with this run")
-    gates = [Gate.parse(text) for text in options.compare_fail]
-    outcome.failures = failed_gates(outcome.changes, gates)
-
+    if skipped:
+        outcome.notes.append(f"{skipped}; compared with the newest complete run, {choice.run.id}")
+    assert choice.document is not None
+    comparison = compare_documents(
+        choice.document, document, baseline_label=choice.run.id, gates=[Gate.parse(t) for t in options.compare_fail],
+        alpha=options.compare_alpha, across_machines=options.compare_across_machines,
+        require_baseline=options.require_baseline, flags=PLUGIN_FLAGS)
+    outcome.baseline = choice.run
+    outcome.comparison = comparison
+    outcome.notes += comparison.notes
+    outcome.warnings += comparison.warnings
+    outcome.errors += comparison.errors

@@ -133,6 +133,15 @@ class Change:
         """The metric's name, with its energy basis when that is not the default total."""
         return f"{self.metric} ({self.basis} energy)" if self.basis not in (None, "total") else self.metric
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Change":
+        """A change as :meth:`to_dict` wrote it (the results' ``comparison``, read back by the report)."""
+        interval = data.get("interval")
+        return cls(str(data["scope"]), str(data["metric"]), data.get("baseline"), data.get("current"),
+                   int(data.get("queries") or 0), data.get("relative_change"),
+                   (float(interval[0]), float(interval[1])) if interval else None, data.get("p_value"),
+                   bool(data.get("significant")), data.get("energy_basis"))
+
 
 @dataclass(frozen=True)
 class GateFailure:
@@ -192,8 +201,9 @@ def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return columns
 
 
-def _pair_key(record: Mapping[str, Any]) -> tuple[Any, Any]:
-    """A query is the same query in two runs when both its benchmark function and its id match."""
+def pair_key(record: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A query is the same query in two runs when both its benchmark function and its id match (the key
+    :func:`_pair` aligns on, and the one a comparison's coverage counts)."""
     return (record.get("benchmark"), record["query_id"])
 
 
@@ -212,8 +222,8 @@ def _pair(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, 
 
     from operator import itemgetter
 
-    position = {key: i for i, key in enumerate(map(_pair_key, baseline))}
-    found = np.fromiter((position.get(key, -1) for key in map(_pair_key, current)), dtype=np.int64,
+    position = {key: i for i, key in enumerate(map(pair_key, baseline))}
+    found = np.fromiter((position.get(key, -1) for key in map(pair_key, current)), dtype=np.int64,
                         count=len(current))
     after_index = np.nonzero(found >= 0)[0]
     before_index = found[after_index]
@@ -395,14 +405,18 @@ def changes_table(changes: Sequence[Change], fmt: str = "simple") -> str:
     """A table of changes; ``fmt`` is a tabulate format ("simple", "github" for Markdown...)."""
     from tabulate import tabulate
 
-    rows = []
-    for c in changes:
-        if c.metric in ("accuracy", "coverage"):
-            moved = f"{c.points:+.1f} pt" if c.points is not None else "n/a"
-            evidence = f"p={c.p_value:.3g}"
-        else:
-            moved = f"{c.relative * 100:+.1f}%" if c.relative is not None and math.isfinite(c.relative) else "n/a"
-            evidence = f"[{c.interval[0] * 100:+.1f}%, {c.interval[1] * 100:+.1f}%]" if c.interval else ""
-        rows.append([c.scope, c.label, _num(c.baseline), _num(c.current), moved, evidence, c.verdict, c.queries])
-    return tabulate(rows, headers=["scope", "metric", "baseline", "now", "change", "interval / p", "verdict", "queries"],
-                    tablefmt=fmt, disable_numparse=True)
+    return tabulate([change_cells(c) for c in changes], headers=CHANGE_HEADERS, tablefmt=fmt, disable_numparse=True)
+
+
+CHANGE_HEADERS = ["scope", "metric", "baseline", "now", "change", "interval / p", "verdict", "queries"]
+
+
+def change_cells(c: Change) -> list[Any]:
+    """One row of the changes table (terminal, command and report show the same cells)."""
+    if c.metric in ("accuracy", "coverage"):
+        moved = f"{c.points:+.1f} pt" if c.points is not None else "n/a"
+        evidence = f"p={c.p_value:.3g}" if c.p_value is not None else ""
+    else:
+        moved = f"{c.relative * 100:+.1f}%" if c.relative is not None and math.isfinite(c.relative) else "n/a"
+        evidence = f"[{c.interval[0] * 100:+.1f}%, {c.interval[1] * 100:+.1f}%]" if c.interval else ""
+    return [c.scope, c.label, _num(c.baseline), _num(c.current), moved, evidence, c.verdict, c.queries]

@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -162,6 +162,32 @@ def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
     return document
 
 
+def partial_note(document: Mapping[str, Any]) -> str:
+    """``25 of 363 queries`` for a partial run (how much of it finished)."""
+    expected = document.get("expected_records")
+    done = len(document.get("records") or [])
+    return f"{done} of {expected} queries" if expected else f"{done} queries, fewer than were collected"
+
+
+@dataclass(frozen=True)
+class BaselineChoice:
+    """The outcome of :meth:`Storage.select_baseline`: the run and its document (None when nothing matches),
+    whether the selector named that one run, and the partial runs passed over on the way."""
+
+    run: SavedRun | None
+    document: Mapping[str, Any] | None
+    explicit: bool = False
+    skipped: list[tuple[SavedRun, Mapping[str, Any]]] = field(default_factory=list)
+
+    def skipped_line(self) -> str | None:
+        """``skipped 1 partial run (0003_...: 25 of 363 queries)``, or None."""
+        if not self.skipped:
+            return None
+        runs = ", ".join(f"{run.id}: {partial_note(document)}" for run, document in self.skipped)
+        count = len(self.skipped)
+        return f"skipped {count} partial run{'s' if count > 1 else ''} ({runs})"
+
+
 class Storage:
     def __init__(self, root: str | os.PathLike[str] = STORAGE_DIR):
         self.root = Path(root)
@@ -239,6 +265,40 @@ class Storage:
             if info.get("branch") == selector:
                 return run
         return None
+
+    def select_baseline(self, selector: str, machine: str, across_machines: bool = False) -> "BaselineChoice":
+        """The run ``--ipw-compare=SELECTOR`` compares with, loaded.
+
+        ``latest``, a commit prefix and a branch name choose among runs, and pass over PARTIAL ones (an
+        interrupted CI job must not become the baseline), listing those it passed over. A number, a save
+        name or a path names one run: it is used even when partial (the caller says so).
+        """
+        as_path = Path(selector)
+        if selector.endswith(".json") and as_path.is_file():
+            run = SavedRun.from_path(as_path) or SavedRun(as_path, as_path.parent.name, 0, "unknown", "", False, None)
+            return BaselineChoice(run, load_run(as_path), explicit=True)
+        runs = list(reversed(self.runs(None if across_machines else machine)))
+        skipped: list[tuple[SavedRun, Mapping[str, Any]]] = []
+        for run in runs:
+            if (selector.isdigit() and run.number == int(selector)) or run.name == selector:
+                return BaselineChoice(run, load_run(run.path), explicit=True, skipped=skipped)
+            if selector == "latest" or (len(selector) >= 4 and run.commit.startswith(selector.lower())):
+                document = load_run(run.path)  # a damaged newest run is an error, never passed over
+                if not document.get("partial"):
+                    return BaselineChoice(run, document, skipped=skipped)
+                skipped.append((run, document))
+        for run in runs:  # a branch name: the newest complete run whose saved commit_info names it
+            try:
+                document = load_run(run.path)
+            except IPWUsageError:
+                continue
+            if (document.get("commit_info") or {}).get("branch") != selector:
+                continue
+            if not document.get("partial"):
+                return BaselineChoice(run, document, skipped=skipped)
+            if all(run is not seen for seen, _ in skipped):
+                skipped.append((run, document))
+        return BaselineChoice(None, None, skipped=skipped)
 
     def other_machines(self, machine: str) -> list[str]:
         return sorted({r.machine_id for r in self.runs()} - {machine})

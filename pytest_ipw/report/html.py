@@ -411,6 +411,30 @@ def history_rows(history: Sequence[HistoryEntry]) -> Table:
     return headers, rows
 
 
+def comparison_parts(document: Mapping[str, Any]) -> tuple[str, Table, Table, list[tuple[str, str]]] | None:
+    """The comparison with the baseline (``--ipw-compare``), when the run made one: a heading line, the
+    coverage of the pairs with what stands behind each side's name (file, SHA-256, server model), the changes,
+    and the (kind, line) findings: gate failures, errors, warnings, notes."""
+    from pytest_ipw.history.compare import CHANGE_HEADERS, Change, change_cells
+    from pytest_ipw.history.comparison import SystemCoverage, coverage_cells
+
+    compared = document.get("comparison")
+    if not isinstance(compared, Mapping):
+        return None
+    baseline = compared.get("baseline")
+    head = (f"Compared with saved run {baseline}, query by query ('within noise' = not significant)." if baseline
+            else "No baseline was compared.")
+    systems = [SystemCoverage.from_dict(s) for s in compared.get("coverage") or []]
+    coverage = coverage_cells(systems, with_sources=True)
+    changes = (CHANGE_HEADERS, [change_cells(Change.from_dict(c)) for c in compared.get("changes") or []])
+    findings = ([("bad", f"IPW REGRESSION: {line}") for line in compared.get("gate_failures") or []]
+                + [("bad", f"IPW COMPARE FAILED: {line}") for line in compared.get("errors") or []]
+                + [("bad", f"IPW COMPARE WARNING: {line}") for line in compared.get("warnings") or []
+                   if not any(str(e).startswith(str(line)) for e in compared.get("errors") or [])]
+                + [("note", f"compare: {line}") for line in compared.get("notes") or []])
+    return head, coverage, changes, findings
+
+
 def runs_rows(document: Mapping[str, Any]) -> Table:
     runs = document.get("runs")
     if not runs:
@@ -555,6 +579,16 @@ def render_html(data: ReportData, document: Mapping[str, Any], figures: Mapping[
     if data.history:
         parts += ["<h2>Across commits (saved runs of this machine)</h2>", _img("history", figures),
                   _html_table(history_rows(data.history))]
+    compared = comparison_parts(document)
+    if compared is not None:
+        head, coverage, changes, findings = compared
+        parts += ["<h2>Comparison with the baseline</h2>", f"<p>{esc(head)}</p>"]
+        if coverage[1]:
+            parts += ['<p class="note">Queries per model × accelerator (paired = in both runs), and what stands '
+                      "behind each side's name.</p>", _html_table(coverage)]
+        if changes[1]:
+            parts.append(_html_table(changes))
+        parts += [f'<p class="{kind}">{esc(line)}</p>' for kind, line in findings]
     parts += ["<h2>Answers</h2>", _answers_html(data.records)]
     body = "\n".join(p for p in parts if p)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -622,6 +656,15 @@ def render_markdown(data: ReportData, document: Mapping[str, Any], figure_files:
         lines += ["## Trends by model release date", "", *fig("release", "release trends"), _md_table(trend_rows(data.trends)), ""]
     if data.history:
         lines += ["## Across commits", "", *fig("history", "history"), _md_table(history_rows(data.history)), ""]
+    compared = comparison_parts(document)
+    if compared is not None:
+        head, coverage, changes, findings = compared
+        lines += ["## Comparison with the baseline", "", _md_cell(head), ""]
+        if coverage[1]:
+            lines += [_md_table(coverage), ""]
+        if changes[1]:
+            lines += [_md_table(changes), ""]
+        lines += [f"- {_md_cell(line)}" for _, line in findings] + ([""] if findings else [])
     return "\n".join(lines) + "\n"
 
 

@@ -53,6 +53,8 @@ def run_warnings(ipw: IPWSession) -> list[tuple[type[Warning], str]]:
     if history is not None and ipw.options.compare is not None and history.baseline is None:
         found.append((w.NoBaselineWarning, f"--ipw-compare={ipw.options.compare} found no baseline for machine id "
                                            f"{history.machine}; no gate was judged"))
+    if history is not None:  # a gate with nothing to compare, a partial baseline (history/comparison.py)
+        found.extend(history.warnings)
     return found
 
 
