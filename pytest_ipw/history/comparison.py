@@ -17,7 +17,14 @@ from typing import Any, Mapping, Sequence
 from pytest_ipw.backends.models import describe_source
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.core.warnings import PartialBaselineWarning, UnpairedGateWarning
-from pytest_ipw.history.compare import Change, Gate, GateFailure, compare_runs, failed_gates, pair_key
+from pytest_ipw.history.compare import (
+    Change,
+    Gate,
+    GateFailure,
+    compare_runs,
+    failed_gates,
+    pair_key,
+)
 from pytest_ipw.history.storage import partial_note
 
 
