@@ -93,7 +93,7 @@ def test_aliased_worse_release_fails_the_accuracy_and_ipw_gates_with_one_line_ea
     source = document["settings"]["models"]["assistant-cpu"]["source"]
     assert source["alias"] is True and source["name"] == "assistant" and source["backend"] == "recorded"
     assert source["file_sha256"] == sha[v2] and Path(source["file"]).name == "assistant-v2.jsonl"
-    assert document["settings"]["options"]["models"]["from"] == "ini"
+    assert document["settings"]["options"]["ipw_model"]["from"] == "ini"
     assert {r["model"] for r in document["records"]} == {"assistant"}
     coverage = document["comparison"]["coverage"]
     assert coverage == [{"system": "assistant@cpu", "current": "assistant", "baseline": "assistant",
