@@ -287,6 +287,8 @@ class Storage:
                 if not document.get("partial"):
                     return BaselineChoice(run, document, skipped=skipped)
                 skipped.append((run, document))
+        if selector == "latest":
+            return BaselineChoice(None, None, skipped=skipped)
         for run in runs:  # a branch name: the newest complete run whose saved commit_info names it
             try:
                 document = load_run(run.path)
