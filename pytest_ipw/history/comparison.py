@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from pytest_ipw.backends.models import describe_source
 from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.core.systems import record_system
 from pytest_ipw.core.warnings import PartialBaselineWarning, UnpairedGateWarning
 from pytest_ipw.history.compare import (
     Change,
@@ -52,26 +53,22 @@ SAME_NAME, ALIAS, EXPLICIT, UNPAIRED = "same name", "alias", "--pair", "unpaired
 class SystemCoverage:
     """One system of either run: what it was paired with, and how many queries each side holds and share."""
 
-    current: str | None  # the model's name in this run (None: only in the baseline)
-    baseline: str | None  # its counterpart's name in the baseline (None: only in this run)
-    accelerator: str
+    current: str | None  # the system as this run names it, model@accelerator (None: only in the baseline)
+    baseline: str | None  # its counterpart as the baseline names it (None: only in this run)
     paired: int  # queries present in both runs
     in_baseline: int
     in_current: int
     how: str  # SAME_NAME, ALIAS, EXPLICIT or UNPAIRED
     current_source: str = ""  # what stands behind each side's name (spec, file hash, server model)
     baseline_source: str = ""
-
-    @property
-    def scope(self) -> str:
-        """The scope of this system's changes (``model@accelerator``, named as in this run)."""
-        return f"{self.current or self.baseline}@{self.accelerator}"
+    current_model: str | None = None
+    baseline_model: str | None = None
 
     @property
     def label(self) -> str:
         if self.current and self.baseline and self.current != self.baseline:
-            return f"{self.current}@{self.accelerator} vs {self.baseline}"
-        return self.scope
+            return f"{self.current} vs {self.baseline}"
+        return str(self.current or self.baseline)
 
     @property
     def whole(self) -> int:
@@ -79,16 +76,16 @@ class SystemCoverage:
         return max(self.in_baseline, self.in_current)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"system": self.label, "current": self.current, "baseline": self.baseline,
-                "accelerator": self.accelerator, "paired": self.paired, "in_baseline": self.in_baseline,
-                "in_current": self.in_current, "paired_by": self.how, "current_source": self.current_source,
-                "baseline_source": self.baseline_source}
+        return {"system": self.label, "current": self.current, "baseline": self.baseline, "paired": self.paired,
+                "in_baseline": self.in_baseline, "in_current": self.in_current, "paired_by": self.how,
+                "current_source": self.current_source, "baseline_source": self.baseline_source,
+                "current_model": self.current_model, "baseline_model": self.baseline_model}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SystemCoverage":
-        return cls(data.get("current"), data.get("baseline"), str(data.get("accelerator")), int(data["paired"]),
-                   int(data["in_baseline"]), int(data["in_current"]), str(data.get("paired_by")),
-                   str(data.get("current_source") or ""), str(data.get("baseline_source") or ""))
+    def from_dict(cls, data: Mapping[str, Any]) -> SystemCoverage:
+        return cls(data.get("current"), data.get("baseline"), int(data["paired"]), int(data["in_baseline"]),
+                   int(data["in_current"]), str(data.get("paired_by")), str(data.get("current_source") or ""),
+                   str(data.get("baseline_source") or ""), data.get("current_model"), data.get("baseline_model"))
 
 
 COVERAGE_HEADERS = ["system", "paired", "in baseline", "in this run", "paired by"]
@@ -135,17 +132,30 @@ class Comparison:
                 "warnings": [message for _, message in self.warnings], "errors": self.errors}
 
 
-def _systems(document: Mapping[str, Any]) -> dict[tuple[str, str], set[Any]]:
-    """(model, accelerator) -> the pairing keys of its queries."""
-    found: dict[tuple[str, str], set[Any]] = {}
+@dataclass(frozen=True)
+class _System:
+    model: str
+    accelerator: str
+    keys: frozenset[Any]  # the pairing keys of its queries
+
+
+def _systems(document: Mapping[str, Any]) -> dict[str, _System]:
+    """System label (:func:`~pytest_ipw.core.systems.record_system`) -> its model, accelerator and queries."""
+    found: dict[str, tuple[str, str, set[Any]]] = {}
     for record in document.get("records") or []:
-        found.setdefault((str(record["model"]), str(record["accelerator"])), set()).add(pair_key(record))
-    return found
+        entry = found.setdefault(record_system(record), (str(record["model"]), str(record["accelerator"]), set()))
+        entry[2].add(pair_key(record))
+    return {label: _System(model, accelerator, frozenset(keys)) for label, (model, accelerator, keys) in found.items()}
 
 
-def _source(document: Mapping[str, Any], model: str, accelerator: str) -> tuple[str, bool]:
+def _relabel(label: str, old_model: str, new_model: str) -> str:
+    """A system label with another model: ``v1@cpu[test_vote]`` -> ``v2@cpu[test_vote]``."""
+    return new_model + label[len(old_model):] if label.startswith(old_model + "@") else label
+
+
+def _source(document: Mapping[str, Any], system: _System) -> tuple[str, bool]:
     """What stands behind a system's name in a document (from ``settings.models``), and whether it is an alias."""
-    info = ((document.get("settings") or {}).get("models") or {}).get(f"{model}-{accelerator}")
+    info = ((document.get("settings") or {}).get("models") or {}).get(f"{system.model}-{system.accelerator}")
     if not isinstance(info, Mapping):
         return describe_source(None), False
     source = info.get("source")
@@ -155,8 +165,8 @@ def _source(document: Mapping[str, Any], model: str, accelerator: str) -> tuple[
     return describe_source(dict(source)), bool(source.get("alias"))
 
 
-def _names(systems: Mapping[tuple[str, str], Any]) -> str:
-    return ", ".join(f"{m}@{a}" for m, a in sorted(systems)) or "no records"
+def _names(systems: Mapping[str, Any]) -> str:
+    return ", ".join(sorted(systems)) or "no records"
 
 
 def parse_pairs(texts: Sequence[str]) -> dict[str, str]:
@@ -216,9 +226,9 @@ def _partial_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], resul
         result.notes.append(f"{result.current_label} is a PARTIAL run ({partial_note(current)} finished)")
 
 
-def _check_pairs(pairs: Mapping[str, str], before: Mapping[tuple[str, str], Any], after: Mapping[tuple[str, str], Any],
+def _check_pairs(pairs: Mapping[str, str], before: Mapping[str, _System], after: Mapping[str, _System],
                  baseline_label: str, current_label: str) -> None:
-    old_models, new_models = {m for m, _ in before}, {m for m, _ in after}
+    old_models, new_models = {s.model for s in before.values()}, {s.model for s in after.values()}
     for new, old in pairs.items():
         if new not in new_models:
             raise IPWUsageError(f"--pair {new}={old}: {current_label} has no model {new!r} (it has "
@@ -228,47 +238,50 @@ def _check_pairs(pairs: Mapping[str, str], before: Mapping[tuple[str, str], Any]
                                 f"{', '.join(sorted(old_models)) or 'none'})")
 
 
-def _pair_systems(baseline: Mapping[str, Any], current: Mapping[str, Any], before: Mapping[tuple[str, str], set[Any]],
-                  after: Mapping[tuple[str, str], set[Any]], pairs: Mapping[str, str]) -> list[SystemCoverage]:
+def _pair_systems(baseline: Mapping[str, Any], current: Mapping[str, Any], before: Mapping[str, _System],
+                  after: Mapping[str, _System], pairs: Mapping[str, str]) -> list[SystemCoverage]:
     systems, used = [], set()
-    for (model, accelerator), keys in sorted(after.items()):
-        counterpart = pairs.get(model, model)
-        source, aliased = _source(current, model, accelerator)
-        if (counterpart, accelerator) in before:
-            old_keys = before[(counterpart, accelerator)]
-            used.add((counterpart, accelerator))
-            how = EXPLICIT if model in pairs else ALIAS if aliased else SAME_NAME
-            systems.append(SystemCoverage(model, counterpart, accelerator, len(keys & old_keys), len(old_keys),
-                                          len(keys), how, source, _source(baseline, counterpart, accelerator)[0]))
+    for label, system in sorted(after.items()):
+        counterpart = _relabel(label, system.model, pairs[system.model]) if system.model in pairs else label
+        source, aliased = _source(current, system)
+        old = before.get(counterpart)
+        if old is not None:
+            used.add(counterpart)
+            how = EXPLICIT if system.model in pairs else ALIAS if aliased else SAME_NAME
+            systems.append(SystemCoverage(label, counterpart, len(system.keys & old.keys), len(old.keys),
+                                          len(system.keys), how, source, _source(baseline, old)[0], system.model,
+                                          old.model))
         else:
-            systems.append(SystemCoverage(model, None, accelerator, 0, 0, len(keys), UNPAIRED, source, ""))
-    for (model, accelerator), keys in sorted(before.items()):
-        if (model, accelerator) not in used:
-            systems.append(SystemCoverage(None, model, accelerator, 0, len(keys), 0, UNPAIRED, "",
-                                          _source(baseline, model, accelerator)[0]))
+            systems.append(SystemCoverage(label, None, 0, 0, len(system.keys), UNPAIRED, source, "", system.model))
+    for label, old in sorted(before.items()):
+        if label not in used:
+            systems.append(SystemCoverage(None, label, 0, len(old.keys), 0, UNPAIRED, "", _source(baseline, old)[0],
+                                          None, old.model))
     return systems
 
 
 def _renamed(baseline: Mapping[str, Any], pairs: Mapping[str, str]) -> Mapping[str, Any]:
-    """The baseline with each paired model's records under the current run's name, so the changes pair them."""
+    """The baseline with each paired model's records under the current run's name (model and system label), so
+    the changes pair them."""
     if not pairs:
         return baseline
     records = [r for r in baseline.get("records") or [] if r["model"] not in pairs]
     for new, old in pairs.items():
-        records += [{**r, "model": new} for r in baseline.get("records") or [] if r["model"] == old]
+        records += [{**r, "model": new, "system": _relabel(record_system(r), old, new)}
+                    for r in baseline.get("records") or [] if r["model"] == old]
     return {**baseline, "records": records}
 
 
 def _say_coverage(result: Comparison, judged: Sequence[SystemCoverage], gates: Sequence[Gate],
                   baseline: Mapping[str, Any], current: Mapping[str, Any], flags: Flags, require_baseline: bool,
-                  before: Mapping[tuple[str, str], Any], after: Mapping[tuple[str, str], Any]) -> None:
+                  before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
     """The notes, warnings and errors that say what the comparison covers and what the gates judged."""
     names = f"{result.baseline_label} has {_names(before)}; {result.current_label} has {_names(after)}"
     if not judged:
         only_new = [s for s in result.systems if s.current and not s.paired]
         only_old = [s for s in result.systems if s.baseline and not s.current]
-        example = (f"{only_new[0].current}={only_old[0].baseline}" if len(only_new) == 1 and len(only_old) == 1
-                   else "NEW=OLD")
+        example = (f"{only_new[0].current_model}={only_old[0].baseline_model}"
+                   if len(only_new) == 1 and len(only_old) == 1 else "NEW=OLD")
         hint = flags.pair_hint.format(pair=example)
         if gates:
             listed = ", ".join(f"{flags.gate}={g.text}" for g in gates)

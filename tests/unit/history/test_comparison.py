@@ -34,9 +34,9 @@ def test_an_explicit_pair_compares_old_with_new_and_keeps_same_name_pairs():
     result = compare_documents(baseline, current, baseline_label="b", gates=[Gate.parse("accuracy:2pt")],
                                pairs=parse_pairs(["new=old"]))
     rows = {s.label: (s.paired, s.in_baseline, s.in_current, s.how) for s in result.systems}
-    assert rows == {"keep@cpu": (4, 4, 4, "same name"), "new@cpu vs old": (6, 10, 6, "--pair")}
+    assert rows == {"keep@cpu": (4, 4, 4, "same name"), "new@cpu vs old@cpu": (6, 10, 6, "--pair")}
     assert [f.change.scope for f in result.failures] == ["new@cpu"]
-    assert "--ipw-compare-fail=accuracy:2pt on new@cpu vs old: gate judged on 6 paired queries of 10 " \
+    assert "--ipw-compare-fail=accuracy:2pt on new@cpu vs old@cpu: gate judged on 6 paired queries of 10 " \
            "(10 in the baseline, 6 in this run)" in result.notes
     with pytest.raises(IPWUsageError, match="has no model 'newer'"):
         compare_documents(baseline, current, baseline_label="b", pairs={"newer": "old"})
@@ -53,3 +53,18 @@ def test_a_gate_with_no_system_in_both_runs_is_a_warning_and_under_require_an_er
     strict = compare_documents(document("v1", range(5)), document("v2", range(5)), baseline_label="b", gates=gates,
                                require_baseline=True)
     assert strict.errors == [strict.warnings[0][1] + " (and --ipw-require-baseline is set)"]
+
+
+def test_a_pair_keeps_each_benchmark_its_own_system():
+    def two_benchmarks(model: str, correct: bool) -> dict:
+        records = []
+        for bench in ("test_single", "test_vote"):
+            for record in document(model, range(10), correct)["records"]:
+                records.append({**record, "benchmark": f"b.py::{bench}", "system": f"{model}@cpu[{bench}]"})
+        return {"machine_id": "box", "records": records, "summary": []}
+
+    result = compare_documents(two_benchmarks("v1", True), two_benchmarks("v2", False), baseline_label="b",
+                               gates=[Gate.parse("accuracy:2pt")], pairs={"v2": "v1"})
+    assert [(s.label, s.paired) for s in result.systems] == [("v2@cpu[test_single] vs v1@cpu[test_single]", 10),
+                                                             ("v2@cpu[test_vote] vs v1@cpu[test_vote]", 10)]
+    assert sorted(f.change.scope for f in result.failures) == ["v2@cpu[test_single]", "v2@cpu[test_vote]"]
