@@ -96,10 +96,11 @@ def test_aliased_worse_release_fails_the_accuracy_and_ipw_gates_with_one_line_ea
     assert document["settings"]["options"]["ipw_model"]["from"] == "ini"
     assert {r["model"] for r in document["records"]} == {"assistant"}
     coverage = document["comparison"]["coverage"]
-    assert coverage == [{"system": "assistant@cpu", "current": "assistant", "baseline": "assistant",
-                         "accelerator": "cpu", "paired": N, "in_baseline": N, "in_current": N, "paired_by": "alias",
-                         "current_source": coverage[0]["current_source"],
-                         "baseline_source": coverage[0]["baseline_source"]}]
+    assert coverage == [{"system": "assistant@cpu", "current": "assistant@cpu", "baseline": "assistant@cpu",
+                         "paired": N, "in_baseline": N, "in_current": N, "paired_by": "alias",
+                         "current_source": f"recorded:releases/assistant-v2.jsonl (sha256 {sha[v2][:12]})",
+                         "baseline_source": f"recorded:releases/assistant-v1.jsonl (sha256 {sha[v1][:12]})",
+                         "current_model": "assistant", "baseline_model": "assistant"}]
     # the report's comparison section names what stands behind each side of the aliased pair
     page = (project.path / "report" / "index.html").read_text()
     section = page[page.index("Comparison with the baseline"):]
