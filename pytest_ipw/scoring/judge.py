@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.backends.models import cache_dir, parse_model_spec
+from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.queries.schema import Query
 from pytest_ipw.scoring.scorers import Score
 
