@@ -19,6 +19,8 @@ The ``math`` scorer leaves extraction and comparison to HuggingFace's math-verif
 ``\\boxed{}`` or final expression, compared symbolically), an optional dependency (the ``math`` extra).
 """
 
+from __future__ import annotations
+
 import re
 from dataclasses import replace
 from typing import Callable, Sequence
