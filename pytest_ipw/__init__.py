@@ -6,6 +6,7 @@ from pytest_ipw.core.warnings import (
     MeterFallbackWarning,
     NoBaselineWarning,
     PartialBaselineWarning,
+    QueryErrorsWarning,
     SharedEnergyWarning,
     TruncatedAnswersWarning,
     UnpairedGateWarning,
@@ -14,5 +15,5 @@ from pytest_ipw.core.warnings import (
 __version__ = "0.1.0"
 
 __all__ = ["EstimatedEnergyWarning", "IPWWarning", "MeterFallbackWarning", "NoBaselineWarning",
-           "PartialBaselineWarning", "SharedEnergyWarning", "TruncatedAnswersWarning", "UnpairedGateWarning",
-           "__version__"]
+           "PartialBaselineWarning", "QueryErrorsWarning", "SharedEnergyWarning", "TruncatedAnswersWarning",
+           "UnpairedGateWarning", "__version__"]

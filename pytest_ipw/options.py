@@ -221,6 +221,12 @@ class RunOptions:
     resume: bool = option(
         False, "--ipw-resume", SCALE, kind="flag", ini=False, names_input=True,
         help="continue an interrupted run from its journal: finished queries are not run again.")
+    on_error: str = option(
+        "record", "--ipw-on-error", SCALE, choices=("record", "skip", "stop"), decides_answers=True,
+        help="a query the model cannot answer (prompt over the context window, request rejected, timeout, runtime "
+             "error for that input): record (default) keeps it as a wrong answer, error set, in the denominator; "
+             "skip leaves it out of accuracy and lists it in the report and JSON; stop ends the run at the first "
+             "one, keeping what finished.")
     parquet_path: str | None = option(
         None, "--ipw-parquet", SCALE, metavar="PATH", help="also write the per-query records as Parquet.")
     # -- history and regression gates ------------------------------------------------------------------

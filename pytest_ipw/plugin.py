@@ -148,7 +148,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         ipw.journal.close()
     if "judge" in ipw.__dict__:  # created by a judged query in this process
         ipw.judge.close()
-    if not ipw.records or hasattr(config, "workerinput"):
+    if not (ipw.records or ipw.skipped_queries) or hasattr(config, "workerinput"):
         return  # nothing measured, or an xdist worker: the controller reports
     from pytest_ipw.run.finish import finish_run
 
@@ -172,8 +172,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if ipw is None or ipw.results is None:
         return
     from pytest_ipw.analysis.metrics import coverage
-    from pytest_ipw.report.terminal import (domain_table, phase_notes, phase_table, provenance_notes, repeat_lines,
-                                            summary_table)
+    from pytest_ipw.report.terminal import (domain_table, error_lines, phase_notes, phase_table, provenance_notes,
+                                            repeat_lines, summary_table)
 
     write = terminalreporter.write_line
     terminalreporter.section("intelligence per watt")
@@ -200,6 +200,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     for line in skipped_lines(ipw.query_set.sources) + quality_lines(ipw.records, ipw.options.max_tokens):
         write(line, red=line.startswith("OUTPUT TRUNCATED"))
+    for line in error_lines(ipw.results["query_errors"]):
+        write(line, red=True)
     if ipw.options.json_path:
         error = ipw.results.get("write_error")
         write(error if error else f"results: {ipw.options.json_path}")
@@ -250,6 +252,7 @@ def _publish(request: pytest.FixtureRequest, record: dict[str, Any]) -> None:
     flat = {f"ipw_{key}": record[key] for key in ("correct", "unscorable", "joules", "watts", "provenance", "meter",
                                                    "latency_s", "tokens_out")}
     request.node.user_properties.extend(flat.items())
+    request.node.user_properties.append(("ipw_error", (record.get("error") or {}).get("kind") or ""))
     # the whole record, for JUnit XML readers; on an xdist worker it is also how it reaches the controller
     request.node.user_properties.append((RECORD_PROPERTY, json.dumps(record)))
     if not hasattr(request.config, "workerinput"):
@@ -335,7 +338,8 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
               ipw_query: Any) -> Callable[..., Any]:
     """Run a query through the model under the meter, score it and record it; returns the record.
 
-    A wrong answer is recorded, not raised: accuracy and IPW are judged over the whole run. With
+    A wrong answer is recorded, not raised: accuracy and IPW are judged over the whole run. So is a query the
+    model cannot answer (its record has ``error`` set; ``--ipw-on-error`` decides the rest). With
     ``--ipw-granularity=domain|model`` the item's query is a batch, and with ``--ipw-repeat=N`` (N > 1) each
     query runs N rounds: a list of records is returned then.
 
@@ -360,6 +364,10 @@ def ipw_bench(request: pytest.FixtureRequest, ipw_target: Target, ipw_model: Any
             _stop(f"{ipw_target.model.name}: {exc}")
         for record in records:
             _publish(request, record)
+        for record in records:
+            reason = step.stop_reason(record)  # --ipw-on-error=stop, or a backend that keeps failing
+            if reason:
+                _stop(f"{ipw_target.model.name}: {reason}")
         return records
 
     def run(query: Any = None) -> Any:

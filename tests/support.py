@@ -1,9 +1,19 @@
-"""Helpers shared by the pytester-based tests."""
+"""Helpers shared by the tests: paths, a fixed meter for pytester runs, a real llama-cpp-python server."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
+import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+from pytest_ipw.backends.models import embedded_gguf_path
 
 #: the repository, the tests' data and the real captured hardware outputs (wherever a test file lives)
 REPO = Path(__file__).resolve().parents[1]
@@ -137,3 +147,49 @@ class FakeNvml(types.SimpleNamespace):
 
 
 H100x4 = ["NVIDIA H100 80GB HBM3"] * 4
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ready(port: int) -> bool:
+    import http.client
+
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        connection.request("GET", "/v1/models")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def llama_server(alias: str = "smollm2") -> Iterator[tuple[str, subprocess.Popen]]:
+    """``python -m llama_cpp.server`` with the embedded model; yields (base URL, process)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()), "--host", "127.0.0.1",
+         "--port", str(port), "--model_alias", alias, "--n_ctx", "2048", "--verbose", "false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(port):
+            if process.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited: {process.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("llama_cpp.server did not start within 120 s")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1", process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        process.stderr.close()

@@ -1,6 +1,6 @@
 """Pure computations over records: ``metrics`` (accuracy intervals, IPW, IPJ, summaries, coverage),
 ``stats`` (McNemar, bootstrap), ``quality`` (strict vs flexible accuracy, truncation, judge cost),
-``model_info`` (release dates, sizes, roles) and ``study`` (coverage, local vs reference, routing, release
+``failures`` (queries that could not be answered, by kind), ``model_info`` (release dates, sizes, roles) and ``study`` (coverage, local vs reference, routing, release
 trends, Pareto). Nothing here measures or writes files. May import scoring, queries and the layers below.
 
 The study analyses are public API: ``from pytest_ipw.analysis import coverage_analysis``.

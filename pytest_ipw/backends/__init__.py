@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Backend, Generation, GenerationSettings
+from .base import Backend, Generation, GenerationSettings, QueryFailed
 
 #: scheme used in --ipw-model -> module with ``load(spec, settings, accelerator) -> Backend``
 BACKENDS: dict[str, str] = {
@@ -41,5 +41,5 @@ def check_backend_spec(spec: Any) -> None:
         check(spec)
 
 
-__all__ = ["BACKENDS", "Backend", "Generation", "GenerationSettings", "backend_batches", "check_backend_spec",
-           "load_backend"]
+__all__ = ["BACKENDS", "Backend", "Generation", "GenerationSettings", "QueryFailed", "backend_batches",
+           "check_backend_spec", "load_backend"]

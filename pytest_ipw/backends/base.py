@@ -48,6 +48,36 @@ class Generation:
     token_source: str = "runtime"
 
 
+#: why one query could not be answered (``error.kind`` of its record); README lists them
+CONTEXT_OVERFLOW, REJECTED, TIMEOUT, BACKEND_ERROR = "context-overflow", "rejected", "timeout", "backend-error"
+FAILURE_KINDS = (CONTEXT_OVERFLOW, REJECTED, TIMEOUT, BACKEND_ERROR)
+#: kinds that may not happen again (a stuck or crashing runtime): several in a row stop the run as broken, and
+#: ``--ipw-resume`` runs such queries again; an overflow or a rejection would only repeat
+TRANSIENT_KINDS = (TIMEOUT, BACKEND_ERROR)
+
+
+class QueryFailed(Exception):
+    """This query cannot be answered, and the next one may be: the prompt exceeds the context window, the
+    server rejected this one request, it timed out, or the runtime raised for this input.
+
+    The run records it (counted wrong, ``--ipw-on-error`` decides more) and goes on. A failure of the run
+    itself (server gone, model or meter broken) is an :class:`~pytest_ipw.core.errors.IPWUsageError` instead.
+    """
+
+    def __init__(self, kind: str, message: str, *, tokens_in: int | None = None, context_window: int | None = None):
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown query failure kind {kind!r}; one of {', '.join(FAILURE_KINDS)}")
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.tokens_in = tokens_in  # the prompt's length where the runtime said it (context overflow)
+        self.context_window = context_window  # the limit the prompt exceeded, where known
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record's ``error`` field."""
+        return {"kind": self.kind, "message": self.message, "context_window": self.context_window}
+
+
 class Backend(abc.ABC):
     """A loaded model. Implementations load in ``__init__`` and free resources in :meth:`close`."""
 
@@ -65,7 +95,8 @@ class Backend(abc.ABC):
         """Answer one user prompt with the backend's settings (chat template applied by the backend).
 
         Backends that set ``marks_first_token`` call ``on_first_token()`` once, at the moment they measure
-        ``ttft_s``: the meter splits the window there into prefill and decode.
+        ``ttft_s``: the meter splits the window there into prefill and decode. Raises :class:`QueryFailed` when
+        this prompt cannot be answered, IPWUsageError when the run cannot go on.
         """
 
     def reset_prefix_cache(self) -> bool:
@@ -94,9 +125,17 @@ class Backend(abc.ABC):
         generation = self.generate(prompt)
         return replace(generation, extra={**generation.extra, "constrained": None})
 
-    def generate_batch(self, prompts: list[str]) -> list[Generation]:
-        """Answer several prompts; backends that batch natively override this (and set ``batches``)."""
-        return [self.generate(prompt) for prompt in prompts]
+    def generate_batch(self, prompts: list[str]) -> list[Generation | QueryFailed]:
+        """Answer several prompts, in order; a prompt that cannot be answered gets its :class:`QueryFailed` in
+        its place, so one overlong prompt does not cost the others their answers. Backends that batch natively
+        override this (and set ``batches``)."""
+        answers: list[Generation | QueryFailed] = []
+        for prompt in prompts:
+            try:
+                answers.append(self.generate(prompt))
+            except QueryFailed as failure:
+                answers.append(failure)
+        return answers
 
     def info(self) -> dict[str, Any]:
         """Model file, format, runtime version and settings, for the results' ``settings``."""

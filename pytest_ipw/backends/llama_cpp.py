@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,22 @@ from typing import Any, Callable, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.backends.models import ModelSpec, check_gguf, embedded_gguf_path, resolve_model_file
-from .base import Backend, Generation, GenerationSettings
+from .base import BACKEND_ERROR, CONTEXT_OVERFLOW, Backend, Generation, GenerationSettings, QueryFailed
+
+#: llama-cpp-python's check, made after tokenising the formatted prompt and before evaluating any of it
+_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+
+
+def _query_failure(exc: Exception) -> QueryFailed:
+    """What llama-cpp-python raised while answering one prompt, as that query's failure."""
+    message = str(exc)
+    overflow = _OVERFLOW.search(message)
+    if overflow:
+        tokens, window = int(overflow.group(1)), int(overflow.group(2))
+        return QueryFailed(CONTEXT_OVERFLOW, f"the prompt is {tokens} tokens with the chat template; the context "
+                                             f"window is {window} (--ipw-context)", tokens_in=tokens,
+                           context_window=window)
+    return QueryFailed(BACKEND_ERROR, f"llama.cpp raised {type(exc).__name__}: {message[:300]}")
 
 
 @contextlib.contextmanager
@@ -56,7 +72,7 @@ class LlamaCppBackend(Backend):
         return True
 
     def generate(self, prompt: str, on_first_token: Callable[[], None] | None = None) -> Generation:
-        return self._generate(prompt, on_first_token=on_first_token)
+        return self._answer(prompt, on_first_token=on_first_token)
 
     def generate_choice(self, prompt: str, options: Sequence[str]) -> Generation:
         """Sampling restricted by a llama.cpp grammar to exactly one of ``options`` (then end of text)."""
@@ -67,8 +83,21 @@ class LlamaCppBackend(Backend):
         rule = " | ".join(json.dumps(option) for option in options)  # GBNF string literals are JSON-quoted
         with _quiet_stderr():
             grammar = llama_cpp.LlamaGrammar.from_string(f"root ::= {rule}", verbose=False)
-        generation = self._generate(prompt, grammar=grammar)
+        generation = self._answer(prompt, grammar=grammar)
         return replace(generation, extra={**generation.extra, "constrained": "llama.cpp grammar"})
+
+    def _answer(self, prompt: str, grammar: Any = None,
+                on_first_token: Callable[[], None] | None = None) -> Generation:
+        """:meth:`_generate`, with what llama-cpp-python raises for this prompt as the query's failure."""
+        try:
+            return self._generate(prompt, grammar=grammar, on_first_token=on_first_token)
+        except (ValueError, RuntimeError) as exc:
+            failure = _query_failure(exc)
+            if failure.kind != CONTEXT_OVERFLOW:
+                # An overflow is found before anything is evaluated; after any other failure the cached
+                # state may be half-written, so the next query starts from a clean context.
+                self._llama.reset()
+            raise failure from None
 
     def _generate(self, prompt: str, grammar: Any = None,
                   on_first_token: Callable[[], None] | None = None) -> Generation:

@@ -14,7 +14,9 @@ server messages are scrubbed of the key before they are shown.
 The client is the standard library's ``http.client``: one keep-alive connection, no SDK, nothing to
 import at plugin load. Connection failures and HTTP 429/5xx are retried a bounded number of times
 (``--ipw-retries``) with a short back-off; a read that takes longer than ``--ipw-timeout`` is not
-retried (the model would be just as slow again).
+retried (the model would be just as slow again). What belongs to one query (HTTP 400/413/422, a timeout,
+an error event mid-answer) fails that query only (:class:`~pytest_ipw.backends.base.QueryFailed`); what
+belongs to the run (unreachable, still failing after the retries, key refused) stops it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import time
@@ -32,10 +35,17 @@ from urllib.parse import urlsplit
 from pytest_ipw.core import defaults
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.backends.models import ModelSpec
-from .base import Backend, Generation, GenerationSettings
+from .base import BACKEND_ERROR, CONTEXT_OVERFLOW, REJECTED, TIMEOUT, Backend, Generation, GenerationSettings, QueryFailed
 
 SCHEMES = ("openai+http", "openai+https")
 RETRY_STATUS = (429, 500, 502, 503, 504)
+#: statuses that refuse one request for what it holds (too long, too large, filtered): that query fails, the run goes on
+REJECT_STATUS = (400, 413, 422)
+#: how servers say a prompt is too long (OpenAI, vLLM, llama-cpp-python: "maximum context length is N tokens";
+#: llama.cpp's server: "exceeds the available context size")
+_CONTEXT_MESSAGE = re.compile(r"context[ _](?:length|window|size)", re.IGNORECASE)
+_CONTEXT_LIMIT = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
+_PROMPT_TOKENS = re.compile(r"\((\d+) in the messages|request has (\d+) input tokens", re.IGNORECASE)
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
 #: endpoints that say which server and version answers (vLLM, Ollama, llama.cpp's server), tried once
 VERSION_PROBES = ("/version", "/api/version", "/props")
@@ -87,6 +97,21 @@ class _Retryable(Exception):
     """A failure worth another try (connection refused/reset, HTTP 429/5xx)."""
 
 
+class _TimedOut(Exception):
+    """No answer within ``--ipw-timeout``: the run stops while loading, one query fails while answering."""
+
+
+def rejected_query(status: int, detail: str) -> QueryFailed:
+    """HTTP 400/413/422 for one chat request: a context overflow where the server's message says so."""
+    if _CONTEXT_MESSAGE.search(detail):
+        limit = _CONTEXT_LIMIT.search(detail)
+        tokens = _PROMPT_TOKENS.search(detail)
+        return QueryFailed(CONTEXT_OVERFLOW, f"HTTP {status}: {detail}",
+                           tokens_in=int(next(g for g in tokens.groups() if g)) if tokens else None,
+                           context_window=int(limit.group(1)) if limit else None)
+    return QueryFailed(REJECTED, f"HTTP {status}: {detail}")
+
+
 class OpenAIHTTPClient:
     """A minimal OpenAI-compatible client: JSON GETs and streamed chat completions over one connection."""
 
@@ -129,7 +154,7 @@ class OpenAIHTTPClient:
         return headers
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None, streaming: bool) -> http.client.HTTPResponse:
-        """One request; connection-level failures become :class:`_Retryable`, a timeout an IPWUsageError."""
+        """One request; connection-level failures become :class:`_Retryable`, a timeout :class:`_TimedOut`."""
         connection = self._connect()
         payload = json.dumps(body).encode() if body is not None else None
         try:
@@ -137,7 +162,7 @@ class OpenAIHTTPClient:
             response = connection.getresponse()
         except (socket.timeout, TimeoutError):
             self.close()
-            raise self._timeout_error(path) from None
+            raise _TimedOut(path) from None
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, closed keep-alive...
             self.close()
             raise _Retryable(_describe(exc)) from None
@@ -168,11 +193,9 @@ class OpenAIHTTPClient:
         raise IPWUsageError(f"cannot reach the OpenAI-compatible server at {self.endpoint.base_url} ({last}, "
                             f"{tries}); {START_HINT}")
 
-    def _timeout_error(self, path: str) -> IPWUsageError:
-        return IPWUsageError(
-            f"the server at {self.endpoint.base_url} did not answer {path} within {self.timeout_s:g} s "
-            "(--ipw-timeout); raise --ipw-timeout for slow models, or check that the server is not stuck"
-        )
+    def _timeout_message(self, path: str) -> str:
+        return (f"the server at {self.endpoint.base_url} did not answer {path} within {self.timeout_s:g} s "
+                "(--ipw-timeout); raise --ipw-timeout for slow models, or check that the server is not stuck")
 
     def _error_detail(self, response: http.client.HTTPResponse) -> str:
         try:
@@ -211,13 +234,38 @@ class OpenAIHTTPClient:
             raise RequestRejected(f"the server at {url} answered {path} with HTTP {response.status}: {detail}")
         raise IPWUsageError(f"the server at {url} answered {path} with HTTP {response.status}: {detail}")
 
+    def _empty_stream_failure(self, body: dict[str, Any]) -> QueryFailed:
+        """Why a stream ended before its first event. llama-cpp-python's server does this when the prompt
+        exceeds its context window (the error is raised after the 200 is sent); asked again without streaming
+        and for one token, it says why with a 400. Costs one prompt evaluation, within this query's window."""
+        self.close()
+        probe = {**body, "stream": False, "max_tokens": 1}
+        probe.pop("stream_options", None)
+        path = "/chat/completions"
+        try:
+            response = self._with_retries("POST", path, probe)
+            status = response.status
+            detail = self._error_detail(response) if status >= 400 else ""
+        except _TimedOut:
+            raise QueryFailed(TIMEOUT, self._timeout_message(path)) from None
+        finally:
+            self.close()
+        if status in REJECT_STATUS:
+            return rejected_query(status, detail)
+        return QueryFailed(BACKEND_ERROR, f"the server at {self.endpoint.base_url} ended the answer's stream "
+                                          f"before sending anything (asked again, HTTP {status}"
+                                          f"{': ' + detail if detail else ''}); its log may say why")
+
     @property
     def has_api_key(self) -> bool:
         return bool(self._api_key)
 
     # -- requests ----------------------------------------------------------------------------------
     def get_json(self, path: str) -> Any:
-        response = self._with_retries("GET", path)
+        try:
+            response = self._with_retries("GET", path)
+        except _TimedOut:
+            raise IPWUsageError(self._timeout_message(path)) from None
         self.check_status(response, path)
         try:
             return json.loads(response.read().decode("utf-8"))
@@ -243,9 +291,21 @@ class OpenAIHTTPClient:
             connection.close()
 
     def stream_chat(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """The server-sent events of one streamed chat completion, as JSON objects."""
+        """The server-sent events of one streamed chat completion, as JSON objects.
+
+        Raises :class:`QueryFailed` for what belongs to this request (refused with HTTP 400/413/422, no answer
+        within ``--ipw-timeout`` (not retried: a slow model would be as slow again), an error event mid-answer),
+        IPWUsageError for what belongs to the run (server unreachable or failing, key refused, connection lost).
+        """
         path = "/chat/completions"
-        response = self._with_retries("POST", path, body, streaming=True)
+        try:
+            response = self._with_retries("POST", path, body, streaming=True)
+        except _TimedOut:
+            raise QueryFailed(TIMEOUT, self._timeout_message(path)) from None
+        if response.status in REJECT_STATUS:
+            detail = self._error_detail(response)
+            self.close()  # the body may be longer than what was read: start the next request afresh
+            raise rejected_query(response.status, detail)
         self.check_status(response, path)
         content_type = response.getheader("Content-Type") or ""
         if "text/event-stream" not in content_type:
@@ -253,11 +313,13 @@ class OpenAIHTTPClient:
             data = json.loads(response.read().decode("utf-8"))
             yield {"__whole__": True, **data}
             return
+        received = False
         try:
             for raw in response:
                 line = raw.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):
                     continue  # comments (": ping"), "event:" lines, blank separators
+                received = True
                 data = line[5:].strip()
                 if data == "[DONE]":
                     break
@@ -269,17 +331,20 @@ class OpenAIHTTPClient:
                 if isinstance(event, dict) and event.get("error"):
                     error = event["error"]
                     message = error.get("message", error) if isinstance(error, dict) else error
-                    raise IPWUsageError(f"the server at {self.endpoint.base_url} reported an error mid-answer: "
-                                        f"{self.redact(str(message))[:300]}")
+                    self.close()  # the rest of this stream is of no use
+                    raise QueryFailed(BACKEND_ERROR, f"the server at {self.endpoint.base_url} reported an error "
+                                                     f"mid-answer: {self.redact(str(message))[:300]}")
                 yield event
             response.read()  # drain the end of the stream so that the keep-alive connection can be reused
         except (socket.timeout, TimeoutError):
             self.close()
-            raise self._timeout_error(path) from None
+            raise QueryFailed(TIMEOUT, self._timeout_message(path)) from None
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise IPWUsageError(f"the server at {self.endpoint.base_url} dropped the connection mid-answer "
                                 f"({_describe(exc)}); it may have crashed or been stopped: check its log") from None
+        if not received:
+            raise self._empty_stream_failure(body)
 
 
 def _describe(exc: BaseException) -> str:
@@ -343,6 +408,11 @@ class OpenAIHTTPBackend(Backend):
             try:
                 generation = self._run(body)
             except RequestRejected:
+                self._refused_formats.add(name)
+                continue
+            except QueryFailed as failure:  # HTTP 400/413/422: the format refused, unless the prompt is too long
+                if failure.kind != REJECTED:
+                    raise
                 self._refused_formats.add(name)
                 continue
             self.choice_format = name

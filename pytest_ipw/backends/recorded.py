@@ -1,8 +1,10 @@
 """A backend that replays recorded answers: re-score a past run, or test without running a model.
 
 ``--ipw-model=recorded:answers.jsonl`` where each line is ``{"prompt": ..., "response": ...}`` and
-optionally ``tokens_in``, ``tokens_out``, ``latency_s``, ``ttft_s``, ``finish_reason``. A results file
-written by ``--ipw-json`` can be turned into one (its records carry prompt and response).
+optionally ``tokens_in``, ``tokens_out``, ``latency_s``, ``ttft_s``, ``finish_reason``, and ``error``
+(``{"kind": "context-overflow", "message": ...}``, as a results record has it: the query fails again, the
+same way). A results file written by ``--ipw-json`` can be turned into one (its records carry prompt and
+response).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Callable
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.core.files import jsonl_objects
 from pytest_ipw.backends.models import ModelSpec
-from .base import Backend, Generation, GenerationSettings
+from .base import FAILURE_KINDS, Backend, Generation, GenerationSettings, QueryFailed
 
 
 def read_answers(path: Path) -> dict[str, dict[str, Any]]:
@@ -24,6 +26,10 @@ def read_answers(path: Path) -> dict[str, dict[str, Any]]:
     for number, row in jsonl_objects(path.read_text(encoding="utf-8"), path, "recorded answers"):
         if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
             raise IPWUsageError(f"recorded answers {path}, line {number}: needs string fields 'prompt' and 'response'")
+        error = row.get("error")
+        if error is not None and not (isinstance(error, dict) and error.get("kind") in FAILURE_KINDS):
+            raise IPWUsageError(f"recorded answers {path}, line {number}: 'error' must be null or an object whose "
+                                f"'kind' is one of {', '.join(FAILURE_KINDS)}")
         answers[row["prompt"]] = row
     return answers
 
@@ -54,6 +60,10 @@ class RecordedBackend(Backend):
             time.sleep(latency - float(ttft))
         elif latency > 0:
             time.sleep(latency)
+        error = row.get("error")
+        if error:
+            raise QueryFailed(error["kind"], str(error.get("message") or ""), tokens_in=row.get("tokens_in"),
+                              context_window=error.get("context_window"))
         text = row["response"]
         return Generation(
             text=text,

@@ -25,6 +25,7 @@ import gc
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from typing import Any, Iterator
 
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.backends.models import ModelSpec
-from .base import Backend, Generation, GenerationSettings
+from .base import CONTEXT_OVERFLOW, Backend, Generation, GenerationSettings, QueryFailed
 
 BATCHES = True
 #: the vLLM release whose source this adapter was checked against (wheel 0.33.0, commit 4ba787ec9)
@@ -42,6 +43,8 @@ INSTALL_HINT = 'pip install "pytest-ipw[vllm]" (Linux, NVIDIA GPU)'
 TTFT_DEFINITION = ("first_token_latency: from the request's arrival in this process's engine front end to "
                    "its first token (includes queueing and, in a batch, the other prompts' prefill)")
 VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+#: vLLM's input check (ValueError, vllm/v1/engine/input_processor.py), made while requests are added, before any runs
+_OVERFLOW = re.compile(r"prompt \(length (\d+)\) is longer than the maximum model length of (\d+)")
 
 
 def first_token_timing(metrics: Any) -> tuple[float | None, float | None, str]:
@@ -86,9 +89,28 @@ class VLLMBackend(Backend):
         return "reset" if self._llm.reset_prefix_cache() is not False else "reset-refused"
 
     def generate(self, prompt: str) -> Generation:
-        return self.generate_batch([prompt])[0]
+        (answer,) = self.generate_batch([prompt])
+        if isinstance(answer, QueryFailed):
+            raise answer
+        return answer
 
-    def generate_batch(self, prompts: list[str]) -> list[Generation]:
+    def generate_batch(self, prompts: list[str]) -> list[Generation | QueryFailed]:
+        try:
+            return list(self._generate_batch(prompts))
+        except ValueError as exc:
+            overflow = _OVERFLOW.search(str(exc))
+            if overflow is None:
+                raise
+            if len(prompts) == 1:
+                tokens, window = int(overflow.group(1)), int(overflow.group(2))
+                return [QueryFailed(CONTEXT_OVERFLOW, f"the prompt is {tokens} tokens with the chat template; the "
+                                                      f"context window is {window} (--ipw-context, max_model_len)",
+                                    tokens_in=tokens, context_window=window)]
+            # LLM.chat adds a batch's requests all or none (it aborts the added ones when one is refused), so
+            # nothing ran: answer the prompts one at a time, and only the overlong one fails
+            return [answer for prompt in prompts for answer in self.generate_batch([prompt])]
+
+    def _generate_batch(self, prompts: list[str]) -> list[Generation]:
         if self._llm is None:
             raise IPWUsageError(f"the vLLM model {self.model} was closed; load it again")
         conversations = [[{"role": "user", "content": p}] for p in prompts]

@@ -52,9 +52,10 @@ def read_json(path: str | os.PathLike[str], label: str, fix: str = "") -> Any:
 
 def jsonl_objects(text: str, path: str | os.PathLike[str], label: str) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of JSONL text; a line that is not a JSON object is
-    one IPWUsageError naming the file and the line."""
+    one IPWUsageError naming the file and the line. A leading UTF-8 byte-order mark (spreadsheet tools and
+    Windows editors write one) is not part of the first line."""
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         if not line.strip():
             continue
         try:

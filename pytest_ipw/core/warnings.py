@@ -43,5 +43,10 @@ class PartialBaselineWarning(IPWWarning):
     """The baseline named for the comparison is a partial run (interrupted): it covers only part of the queries."""
 
 
+class QueryErrorsWarning(IPWWarning):
+    """Some queries could not be answered (context overflow, rejected, timeout, runtime error): counted wrong, or
+    left out with ``--ipw-on-error=skip``."""
+
+
 WARNINGS = (IPWWarning, EstimatedEnergyWarning, NoBaselineWarning, TruncatedAnswersWarning, SharedEnergyWarning,
-            MeterFallbackWarning, UnpairedGateWarning, PartialBaselineWarning)
+            MeterFallbackWarning, UnpairedGateWarning, PartialBaselineWarning, QueryErrorsWarning)

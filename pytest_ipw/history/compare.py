@@ -10,6 +10,9 @@ different things). Queries whose window's energy is unknown (``meters.base.EXCLU
 of the energy metrics, as they are of the summaries.
 With ``--ipw-repeat``, each query's rounds are averaged before pairing, so a query counts once and its mean
 over rounds is less noisy than one round.
+
+A query that could not be answered counts as wrong, as in the run's own figures; the share of such
+queries (``errors``, McNemar) is compared when either run has any.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.analysis.failures import error_counts
 from pytest_ipw.analysis.metrics import collapse_rounds, solved_by_any
 from pytest_ipw.core.systems import record_system
 from pytest_ipw.analysis.stats import (
@@ -53,7 +57,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tokens_per_s": (HIGHER, ("%",)),
     # decode energy per token generated after the first (queries whose window was split at the first token)
     "j_per_token": (LOWER, ("%",)),
+    "errors": (LOWER, ("pt",)),  # share of queries that could not be answered (context overflow, rejected...)
 }
+#: metrics that are proportions of queries, changed in percentage points and tested with McNemar
+PROPORTIONS = ("accuracy", "coverage", "errors")
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,8 @@ def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                        else tuple(0.0 if v is None else v for v in record_energy(r)) for r in records],
                       dtype=float).reshape(len(records), 2)
     columns["joules"], columns["watts"] = energy[:, 0], energy[:, 1]
+    # runs saved before failures were recorded have no "error" field: nothing failed in them
+    columns["failed"] = np.fromiter((bool(r.get("error")) for r in records), dtype=bool, count=len(records))
     return columns
 
 
@@ -273,7 +282,7 @@ def _compare_pairs(scope: str, pairs: _Pairs, *, alpha: float, resamples: int, s
                                             wanted=energy_wanted, basis=basis))
     changes.extend(_compare_columns(scope, pairs, alpha=alpha, resamples=resamples, seed=seed,
                                     wanted=wanted - set(ENERGY_METRICS), basis=basis))
-    order = {metric: i for i, metric in enumerate(("accuracy", "joules", "watts", "ipw", "ipj", "tokens_per_s",
+    order = {metric: i for i, metric in enumerate(("accuracy", "errors", "joules", "watts", "ipw", "ipj", "tokens_per_s",
                                                    "latency_p50", "latency_p95"))}
     return sorted(changes, key=lambda c: order.get(c.metric, len(order)))
 
@@ -287,6 +296,8 @@ def _compare_columns(scope: str, pairs: _Pairs, *, alpha: float, resamples: int,
     changes: list[Change] = []
     if "accuracy" in wanted:
         changes.append(_proportion_change(scope, "accuracy", b["correct"], a["correct"], alpha))
+    if "errors" in wanted and (b["failed"].any() or a["failed"].any()):
+        changes.append(_proportion_change(scope, "errors", b["failed"], a["failed"], alpha))
     # metric -> (baseline numerator, baseline denominator, current numerator, current denominator)
     ratios = {
         "joules": ("joules", None), "watts": ("watts", None), "ipw": ("correct", "watts"), "ipj": ("correct", "joules"),
@@ -385,6 +396,33 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alp
     return changes
 
 
+def error_changes(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per model × accelerator, the queries each run could not answer, by kind, counted wrong or skipped
+    (``--ipw-on-error``); only scopes where either run has any. All queries, not only the shared ones: a
+    skipped query is in neither run's records, so pairing alone would hide it."""
+    rows = []
+    old_groups = {"wrong": _by_system(baseline["records"]), "skipped": _by_system(baseline.get("skipped_queries") or [])}
+    new_groups = {"wrong": _by_system(current["records"]), "skipped": _by_system(current.get("skipped_queries") or [])}
+    scopes = {scope for groups in (*old_groups.values(), *new_groups.values()) for scope in groups}
+    for scope in sorted(scopes):
+        sides = {side: {how: error_counts(groups[how].get(scope, [])) for how in groups}
+                 for side, groups in (("baseline", old_groups), ("current", new_groups))}
+        if any(counts for side in sides.values() for counts in side.values()):
+            rows.append({"scope": scope, **sides})
+    return rows
+
+
+def error_change_line(row: Mapping[str, Any]) -> str:
+    """One line, e.g. ``query errors m@a: baseline 0, now 2 (context-overflow 2)``; skipped ones say so."""
+    def side(counts: Mapping[str, Mapping[str, int]]) -> str:
+        total = sum(sum(c.values()) for c in counts.values())
+        parts = [f"{kind} {n}" + (" skipped" if how == "skipped" else "")
+                 for how, c in counts.items() for kind, n in sorted(c.items())]
+        return f"{total}" + (f" ({', '.join(parts)})" if parts else "")
+
+    return f"query errors {row['scope']}: baseline {side(row['baseline'])}, now {side(row['current'])}"
+
+
 def failed_gates(changes: Sequence[Change], gates: Sequence[Gate]) -> list[GateFailure]:
     """Gates broken by a significant change in the bad direction beyond the gate's amount.
 
@@ -413,7 +451,7 @@ CHANGE_HEADERS = ["scope", "metric", "baseline", "now", "change", "interval / p"
 
 def change_cells(c: Change) -> list[Any]:
     """One row of the changes table (terminal, command and report show the same cells)."""
-    if c.metric in ("accuracy", "coverage"):
+    if c.metric in PROPORTIONS:
         moved = f"{c.points:+.1f} pt" if c.points is not None else "n/a"
         evidence = f"p={c.p_value:.3g}" if c.p_value is not None else ""
     else:

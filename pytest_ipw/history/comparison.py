@@ -23,6 +23,8 @@ from pytest_ipw.history.compare import (
     Gate,
     GateFailure,
     compare_runs,
+    error_change_line,
+    error_changes,
     failed_gates,
     pair_key,
 )
@@ -119,6 +121,8 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     warnings: list[tuple[type[Warning], str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: queries each run could not answer, per system and kind (history.compare.error_changes)
+    query_errors: list[dict[str, Any]] = field(default_factory=list)
 
     def coverage_table(self, fmt: str = "simple") -> str:
         from tabulate import tabulate
@@ -129,7 +133,8 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {"coverage": [s.to_dict() for s in self.systems], "changes": [c.to_dict() for c in self.changes],
                 "gate_failures": [f.line() for f in self.failures], "notes": self.notes,
-                "warnings": [message for _, message in self.warnings], "errors": self.errors}
+                "warnings": [message for _, message in self.warnings], "errors": self.errors,
+                "query_errors": self.query_errors}
 
 
 @dataclass(frozen=True)
@@ -212,8 +217,26 @@ def compare_documents(baseline: Mapping[str, Any], current: Mapping[str, Any], *
     if judged:
         result.changes = compare_runs(_renamed(baseline, pairs), current, alpha=alpha)
         result.failures = failed_gates(result.changes, gates)
+    _query_errors(_renamed(baseline, pairs), current, result)
     _say_coverage(result, judged, gates, baseline, current, flags, require_baseline, before, after)
     return result
+
+
+def _on_error(document: Mapping[str, Any]) -> str:
+    """A run's ``--ipw-on-error``; runs saved before the option existed stopped at such a query, so kept none."""
+    recorded = ((document.get("settings") or {}).get("options") or {}).get("ipw_on_error")  # keyed by ini key
+    return recorded.get("value", "record") if isinstance(recorded, Mapping) else "record"
+
+
+def _query_errors(baseline: Mapping[str, Any], current: Mapping[str, Any], result: Comparison) -> None:
+    """Say how many queries each side could not answer, and when the two runs treat them differently."""
+    before, now = _on_error(baseline), _on_error(current)
+    if before != now:
+        result.notes.append(f"the baseline ran with --ipw-on-error={before}, {result.current_label} with {now}: "
+                            "queries that could not be answered are counted wrong on one side and left out on the "
+                            "other; the paired figures cover the queries both runs kept")
+    result.query_errors = error_changes(baseline, current)
+    result.notes.extend(error_change_line(row) for row in result.query_errors)
 
 
 def _partial_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], result: Comparison, flags: Flags) -> None:

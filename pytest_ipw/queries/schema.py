@@ -191,7 +191,8 @@ def _column_names(path: Path, builder: str) -> list[str]:
     if builder == "csv":
         import csv
 
-        with path.open("r", encoding="utf-8", newline="") as handle:
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") would otherwise prefix the first column's name
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
             return next(csv.reader(handle), [])
     import pyarrow.parquet as pq
 

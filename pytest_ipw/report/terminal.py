@@ -137,7 +137,8 @@ def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[
                      "charged to each (README: Concurrency); the raw window energy is joules_window in --ipw-json")
     elif workers > 1:
         lines.append(f"energy: {workers} xdist workers ran, and no two query windows overlapped on one sensor")
-    no_ttft = sum(1 for r in records if "ttft_s" in r and r["ttft_s"] is None)
+    # a query that could not be answered has no first token by definition (QUERY ERRORS names those)
+    no_ttft = sum(1 for r in records if "ttft_s" in r and r["ttft_s"] is None and not r.get("error"))
     if no_ttft:
         lines.append(f"timing: {no_ttft} of {len(records)} answer(s) have no time to first token (ttft_s is null; "
                      "backend_extra.ttft_definition in --ipw-json says why, where the backend knows)")
@@ -188,4 +189,35 @@ def _flag_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
         lines.append(f"energy: {below} window(s) used less than the idle baseline predicts; their active energy is 0")
     for flag, n in sorted(counts.items()):
         lines.append(f"energy: {n} window(s) flagged {flag} (see meter_flags in --ipw-json)")
+    return lines
+
+
+#: what each kind of query failure means, and the fix; the report line reads "<model>: N queries <this>"
+_ERROR_TEXT = {
+    "context-overflow": "exceeded the context window{window}{longest}; raise --ipw-context (or the server's "
+                        "context size) or drop them",
+    "rejected": "{were} rejected by the server ({example})",
+    "timeout": "got no answer within --ipw-timeout; raise it for slow models",
+    "backend-error": "made the runtime fail ({example})",
+}
+_SHOWN_IDS = 10
+
+
+def error_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per system and kind of queries that could not be answered (the results' ``query_errors``),
+    saying how accuracy treated them and which they were."""
+    lines = []
+    for row in rows:
+        n = row["queries"]
+        text = _ERROR_TEXT[row["kind"]].format(
+            window=f" of {row['context_window']} tokens" if row.get("context_window") else "",
+            longest=f" (longest prompt {row['longest_prompt_tokens']} tokens)" if row.get("longest_prompt_tokens") else "",
+            example=" ".join(str(row.get("example") or "").split())[:160], were="was" if n == 1 else "were")
+        ids = ", ".join(row["query_ids"][:_SHOWN_IDS]) + (f" and {n - _SHOWN_IDS} more" if n > _SHOWN_IDS else "")
+        if row["counted"] == "skipped":
+            head, treated = "QUERIES SKIPPED", "left out of accuracy and every figure (--ipw-on-error=skip)"
+        else:
+            head, treated = "QUERY ERRORS", "counted as wrong, in the denominator"
+        lines.append(f"{head}: {row['system']}: {n} quer{'y' if n == 1 else 'ies'} {text}; "
+                     f"{treated}: {ids}")
     return lines

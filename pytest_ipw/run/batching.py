@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any, Sequence
 
 
-from pytest_ipw.backends.base import Generation
+from pytest_ipw.backends.base import Generation, QueryFailed
 
 
 def batch_measurement(measurement: Any, n: int) -> Any:
@@ -32,10 +32,11 @@ class Batcher:
 
     def __init__(self, size: int):
         self.size = size
-        self._ready: dict[str, tuple[Generation, Any]] = {}
+        self._ready: dict[str, tuple[Generation | QueryFailed, Any]] = {}
 
-    def answer(self, query: Any, upcoming: Sequence[Any], backend: Any, meter: Any) -> tuple[Generation, Any]:
-        """The generation and measurement share for ``query``; runs a batch with ``upcoming`` if needed."""
+    def answer(self, query: Any, upcoming: Sequence[Any], backend: Any, meter: Any) -> tuple[Generation | QueryFailed, Any]:
+        """The generation (or the query's failure) and measurement share for ``query``; runs a batch with
+        ``upcoming`` if needed."""
         if query.id not in self._ready:
             batch = [query]
             for other in upcoming:

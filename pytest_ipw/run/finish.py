@@ -49,6 +49,11 @@ def run_warnings(ipw: IPWSession) -> list[tuple[type[Warning], str]]:
             found.append((w.TruncatedAnswersWarning,
                           f"{record_system(row)}: {row['truncated']} of {row['queries']} answers hit "
                           f"--ipw-max-tokens={ipw.options.max_tokens}; raise it"))
+    for row in (ipw.results or {}).get("query_errors") or ():
+        how = "left out of accuracy" if row["counted"] == "skipped" else "counted as wrong"
+        queries = f"{row['queries']} quer{'y' if row['queries'] == 1 else 'ies'}"
+        message = f"{row['system']}: {queries} failed with {row['kind']}, {how} (QUERY ERRORS in the report)"
+        found.append((w.QueryErrorsWarning, message))
     history = ipw.history
     if history is not None and ipw.options.compare is not None and history.baseline is None:
         found.append((w.NoBaselineWarning, f"--ipw-compare={ipw.options.compare} found no baseline for machine id "

@@ -10,7 +10,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from pytest_ipw.analysis.metrics import phase_energy
-from pytest_ipw.backends.base import Generation
+from pytest_ipw.backends.base import Generation, QueryFailed
 from pytest_ipw.meters.base import FIRST_TOKEN, FLAG_NO_UPDATE, FLAG_UNATTRIBUTABLE, Measurement
 from pytest_ipw.queries.schema import Query
 from pytest_ipw.scoring.scorers import Score
@@ -23,8 +23,17 @@ RECORD_FIELDS = (
     "energy_readings", "correct_strict", "extracted_strict", "token_source", "judge", "backend_extra", "strict_protocol",
     # the window split at the first token (README: Prefill and decode), and the round of --ipw-repeat
     "prefill_joules", "prefill_s", "decode_joules", "decode_s", "decode_tokens", "joules_per_input_token",
-    "joules_per_output_token", "phase_split", "round", "prefix_cache_reset",
+    "joules_per_output_token", "phase_split", "round", "prefix_cache_reset", "error",
 )
+
+#: the score of a query that could not be answered: wrong, in both readings (never left out of the denominator)
+FAILED_SCORE = Score(correct=False, unscorable=False, extracted=None, correct_strict=False, extracted_strict=None)
+
+
+def failed_generation(failure: QueryFailed, latency_s: float) -> Generation:
+    """What a failed query produced: no text, no tokens out, the time the attempt took (its energy window)."""
+    return Generation(text="", tokens_in=failure.tokens_in, tokens_out=0, latency_s=latency_s, ttft_s=None,
+                      finish_reason="error", token_source="error")
 
 
 def make_record(
@@ -40,6 +49,7 @@ def make_record(
     phase_missing: str | None = None,
     round_number: int = 1,
     prefix_cache_reset: bool | None = None,
+    failure: QueryFailed | None = None,
 ) -> dict[str, Any]:
     """``joules``/``watts`` are the total over the query's window (its share of it when the window ran
     several queries: :func:`charge`); ``energy_basis`` says whether IPW uses them or ``joules_active``
@@ -47,7 +57,9 @@ def make_record(
 
     ``phase_missing`` says why the window has no first-token mark when it has none (a backend that does not
     report its first token); ``round_number`` is the round of ``--ipw-repeat`` (1 without repeats), and
-    ``prefix_cache_reset`` whether the model's prompt-prefix cache was reset before it (None: not asked)."""
+    ``prefix_cache_reset`` whether the model's prompt-prefix cache was reset before it (None: not asked). A
+    query that could not be answered has its ``failure`` in ``error`` ({"kind", "message", "context_window"};
+    else None)."""
     record = {
         "query_id": query.id,
         "domain": query.domain,
@@ -94,6 +106,7 @@ def make_record(
         # what the backend says of this answer beyond the common fields (vllm: prefix-cache hits, TTFT definition)
         "backend_extra": dict(generation.extra) or None,
         "strict_protocol": query.protocol,  # the data set's official extraction behind correct_strict, if any
+        "error": failure.to_dict() if failure is not None else None,
     }
     record.update(phase_fields(measurement, generation, phase_missing))
     record.update(per_token_energy(record))

@@ -87,6 +87,9 @@ class IPWSession:
     def __init__(self, options: RunOptions):
         self.options = options
         self.records: list[dict[str, Any]] = []
+        #: records of queries that could not be answered, left out of accuracy by --ipw-on-error=skip
+        self.skipped_queries: list[dict[str, Any]] = []
+        self.failure_streaks: dict[str, int] = {}  # target id -> transient failures in a row (run/bench.py)
         self.benchmark_markers: dict[str, dict[str, Any]] = {}
         self.collection_errors: dict[str, str] = {}  # message -> where it arose
         self.meter_info: dict[str, dict[str, Any]] = {}  # target id -> meter description
@@ -255,13 +258,21 @@ class IPWSession:
 
     # -- results -----------------------------------------------------------------------------------
     def add_record(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+        """A finished query; one that could not be answered stays in the denominator unless
+        ``--ipw-on-error=skip`` (then it is kept, and listed, apart)."""
+        if record.get("error") and self.options.on_error == "skip":
+            self.skipped_queries.append(record)
+        else:
+            self.records.append(record)
 
     def finish(self) -> None:
         """Aggregate records, check thresholds. Pure computation over what was recorded."""
         from pytest_ipw.run.records import share_overlapping_energy
 
-        self.records = assign_systems(share_overlapping_energy(self.records))
+        # skipped queries (--ipw-on-error=skip) ran too: their windows take part in sharing, and they get a label
+        kept = len(self.records)
+        everything = assign_systems(share_overlapping_energy(self.records + self.skipped_queries))
+        self.records, self.skipped_queries = everything[:kept], everything[kept:]
         self.summaries = summarize_systems(self.records)
         self.misses = self._threshold_misses()
 
@@ -281,11 +292,14 @@ class IPWSession:
 
     @property
     def partial(self) -> bool:
-        """True when fewer queries finished than were collected (interrupted, crashed, -x, a failing test)."""
-        return len(self.records) < self.expected_records
+        """True when fewer queries finished than were collected (interrupted, crashed, -x, a failing test,
+        ``--ipw-on-error=stop``); a skipped query did finish."""
+        return len(self.records) + len(self.skipped_queries) < self.expected_records
 
     def results_document(self, machine_info: dict[str, Any]) -> dict[str, Any]:
         """The ``--ipw-json`` document (schema in README)."""
+        from pytest_ipw.analysis.failures import query_errors
+
         cov = coverage(self.records)
         per_domain = accuracy_by_domain_rows(self.records)
         return {
@@ -321,6 +335,9 @@ class IPWSession:
             # what the energy figures depend on (sensor, scope, period, idle floor, clocks...), per target
             "comparability": run_cards(self.meter_info, self.model_info, self.options.sample_hz),
             "records": self.records,
+            # --ipw-on-error=skip: the queries left out of every figure, with their records (energy included)
+            "skipped_queries": self.skipped_queries,
+            "query_errors": query_errors(self.records) + query_errors(self.skipped_queries, counted="skipped"),
             "summary": [s.to_dict() for s in self.summaries],
             # --ipw-repeat: run-to-run noise per model × accelerator, and each query's mean and spread
             "repeats": {"rounds": self.options.repeat, "noise": round_noise(self.records),

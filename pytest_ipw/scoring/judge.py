@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pytest_ipw.backends.base import QueryFailed
 from pytest_ipw.backends.models import cache_dir, parse_model_spec
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.queries.schema import Query
@@ -147,6 +148,7 @@ class Judge:
         backend = self._load()
         prompt = judge_prompt(query, answer)
         measurement = None
+        window = None
         try:
             if meter is not None and getattr(backend, "local", True):
                 with meter.window() as window:  # its own window: never inside the measured model's
@@ -156,6 +158,13 @@ class Judge:
                 generation = backend.generate_choice(prompt, VERDICTS)
         except IPWUsageError as exc:
             raise IPWUsageError(f"the judge (--ipw-judge={self.spec_text}) failed: {exc}") from None
+        except QueryFailed as failure:
+            # This grading could not be done (its prompt over the judge's context...): no verdict, so the answer
+            # counts as unscorable (wrong, in the denominator); not cached, and what it cost is kept.
+            spent = window.measurement if window is not None else None
+            return self._score({"verdict": "", "correct": False, "unscorable": True, "error": failure.to_dict(),
+                                "joules": spent.joules if spent else None,
+                                "energy_provenance": spent.provenance if spent else None}, cached=False)
         verdict = parse_verdict(generation.text)
         entry = {
             "verdict": generation.text.strip()[:200],
