@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
 import time
 import types
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,3 +196,18 @@ def llama_server(alias: str = "smollm2") -> Iterator[tuple[str, subprocess.Popen
                 process.kill()
                 process.wait()
         process.stderr.close()
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Base of the stand-in HTTP servers: quiet logs and one way to answer with JSON."""
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def _json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)

@@ -12,12 +12,12 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import fixed_meter_conftest, llama_server
+from support import JsonHandler, fixed_meter_conftest, llama_server
 
 from pytest_ipw.backends import load_backend
 from pytest_ipw.backends.base import (
@@ -130,19 +130,8 @@ class RefusingServer:
         self.requests = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, like real servers: a refusal must not spoil the connection
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _json(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
             def do_GET(self) -> None:
                 self._json(200, {"data": [{"id": "stub-model", "owned_by": "stub"}]})

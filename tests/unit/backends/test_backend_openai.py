@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
@@ -18,7 +18,7 @@ from pytest_ipw.backends.base import GenerationSettings, QueryFailed
 from pytest_ipw.backends.openai_http import parse_endpoint
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.backends.models import parse_model_spec
-from support import free_port, llama_server
+from support import JsonHandler, free_port, llama_server
 
 SECRET = "sk-ipw-test-0123456789abcdef"  # must never appear in any output or file
 
@@ -182,18 +182,7 @@ class Stub:
         self.requests: list[dict[str, Any]] = []
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def _json(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def _authorised(self) -> bool:
                 sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
                 if stub.key is not None and sent != stub.key:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any, Iterator
 
 import pytest
-from support import fixed_meter_conftest
+from support import JsonHandler, fixed_meter_conftest
 
 from pytest_ipw.backends.base import GenerationSettings
 from pytest_ipw.scoring.judge import (
@@ -103,23 +103,12 @@ class JudgeServer:
 
     def __init__(self, content: str, refuse: tuple[str, ...] = (), refusal_status: int = 400):
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import ThreadingHTTPServer
 
         self.bodies: list[dict[str, Any]] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _json(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 self._json(200 if self.path == "/v1/models" else 404, {"data": [{"id": "judge-model"}]})
 
