@@ -109,13 +109,10 @@ def cmd_trend(args: argparse.Namespace) -> int:
 
 
 def _plot(series: dict[str, list[tuple[str, float | None]]], labels: list[str], metric: str, path: str) -> None:
-    try:
-        import matplotlib
+    from pytest_ipw.core.extras import require
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise IPWUsageError("--plot needs matplotlib: pip install matplotlib") from None
+    require("matplotlib", "pytest-ipw trend --plot").use("Agg")
+    import matplotlib.pyplot as plt
     figure, axes = plt.subplots(figsize=(8, 4))
     for name, points in series.items():
         xs = [labels.index(label) for label, value in points if value is not None]

@@ -399,6 +399,13 @@ def _check_ranges(options: RunOptions) -> None:
         for name in (options.save_name, options.machine_id):
             if name is not None:
                 check_save_name(name)
+    if options.report_dir is not None or options.parquet_path is not None:
+        from pytest_ipw.core.extras import check_installed
+
+        if options.report_dir is not None:
+            check_installed("matplotlib", "--ipw-report")
+        if options.parquet_path is not None:
+            check_installed("pyarrow", "--ipw-parquet")
     if options.model_info is not None:
         from pytest_ipw.analysis.model_info import load_model_info
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.core.extras import MissingExtra, missing_message, require
 from pytest_ipw.backends.models import ModelSpec, check_gguf, embedded_gguf_path, resolve_model_file
 from .base import Backend, Generation, GenerationSettings
 
@@ -152,6 +154,8 @@ def offload_settings(llama_cpp: Any, accelerator: Any) -> dict[str, Any]:
 
 
 def check(spec: ModelSpec) -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise MissingExtra(missing_message("llama_cpp", f"--ipw-model={spec.name} (llama.cpp, in-process)"))
     if spec.options.get("embedded"):
         embedded_gguf_path()
     else:
@@ -159,13 +163,7 @@ def check(spec: ModelSpec) -> None:
 
 
 def load(spec: ModelSpec, settings: GenerationSettings, accelerator: Any) -> LlamaCppBackend:
-    try:
-        import llama_cpp
-    except ImportError:
-        raise IPWUsageError(
-            "the llama-cpp backend needs llama-cpp-python: pip install llama-cpp-python "
-            "(it builds from source, about 11 minutes on 2 cores)"
-        ) from None
+    llama_cpp = require("llama_cpp", f"--ipw-model={spec.name} (llama.cpp, in-process)")
     model_file = resolve_model_file(spec)
     offload = offload_settings(llama_cpp, accelerator)
     gpu_layers = offload["gpu_layers"]

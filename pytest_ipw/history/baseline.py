@@ -7,6 +7,7 @@ from typing import Any, Protocol, Sequence
 
 from pytest_ipw.history.compare import Change, Gate, GateFailure, compare_runs, failed_gates
 from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.history.git import commit_info
 from pytest_ipw.history.storage import SavedRun, Storage, load_run, machine_id, machine_identity
 
 
@@ -22,13 +23,6 @@ class HistoryOptions(Protocol):
     compare_alpha: float
     compare_across_machines: bool
     require_baseline: bool
-
-
-def commit_info() -> dict[str, Any]:
-    """Commit id, branch, dirty flag and times, via pytest-benchmark's helper (git or hg)."""
-    from pytest_benchmark.utils import get_commit_info
-
-    return get_commit_info()
 
 
 @dataclass
