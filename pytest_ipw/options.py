@@ -155,6 +155,12 @@ class RunOptions:
         None, "--ipw-model-info", REPORT, metavar="FILE", cli=False,
         help="JSON: model name -> release_date, parameters, role (local or reference), for the report's "
              "trends, routing baseline and local-vs-reference analysis.")
+    progress: str = option(
+        "auto", "--ipw-progress", REPORT, choices=("auto", "on", "off"),
+        help="a progress line during the run: queries done of the total, elapsed time, ETA, running accuracy, "
+             "J/query and W per model × accelerator. Rewritten in place in a terminal, one line every few "
+             "seconds elsewhere (CI logs). auto (default) is silenced by -q -q; on also writes the last figures "
+             "after a short run; off.")
     # -- generation ------------------------------------------------------------------------------------
     max_tokens: int = option(
         defaults.MAX_TOKENS, "--ipw-max-tokens", GENERATION, metavar="N", parse=_int, decides_answers=True,
