@@ -190,12 +190,27 @@ def cmd_machine_id(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_options_doc(args: argparse.Namespace) -> int:
+    from pytest_ipw.options import options_markdown
+
+    text = options_markdown()
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"options: {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pytest_ipw import __version__
     from pytest_ipw.options import add_cli_options
 
     parser = argparse.ArgumentParser(prog="pytest-ipw",
-                                     description="Saved pytest-ipw runs: list, compare, trend, merge, report; machine-id.")
+                                     description="Saved pytest-ipw runs: list, compare, trend, merge, report; "
+                                                 "machine-id; options-doc.")
     parser.add_argument("--version", action="version", version=f"pytest-ipw {__version__}")
     add_cli_options(parser, only=("storage",))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_cli_options(ident, only=("accelerators", "meter", "profiles_file", "machine_id"))
     ident.add_argument("-v", "--verbose", action="store_true", help="also print the facts behind the id (stderr)")
     ident.set_defaults(func=cmd_machine_id)
+
+    options_doc = sub.add_parser("options-doc", help="write docs/options.md: every --ipw-* option, from its declaration")
+    options_doc.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE (default: stdout)")
+    options_doc.set_defaults(func=cmd_options_doc)
 
     listing = sub.add_parser("list", help="list saved runs")
     listing.add_argument("--machine", default=None, help="only this machine id")

@@ -118,7 +118,8 @@ class RunOptions:
     # -- data sets -------------------------------------------------------------------------------------
     dataset: str | None = option(
         None, "--ipw-dataset", DATA, metavar="SPEC", names_input=True, decides_answers=True,
-        help="query set: a file (JSONL, CSV or Parquet, README's schema, or any columns with --ipw-columns), "
+        help="query set: a file (JSONL, CSV or Parquet, the schema of docs/datasets.md, or any columns with "
+             "--ipw-columns), "
              "hf:OWNER/NAME[?config=C&split=S] (a Hugging Face data set: MMLU-Pro, SuperGPQA, GPQA, "
              "NaturalReasoning, WildChat, GSM8K built in), or mix:SPEC[*W],SPEC[*W],... Default: the shipped set.")
     columns: str | None = option(
@@ -199,7 +200,8 @@ class RunOptions:
     retries: int = option(
         defaults.RETRIES, "--ipw-retries", GENERATION, metavar="N", parse=_int,
         help=f"HTTP backends: extra tries after a refused connection or HTTP 429/5xx (default "
-             f"{defaults.RETRIES}).")
+             f"{defaults.RETRIES}), each after the server's Retry-After, else an exponential back-off with jitter "
+             "(up to 1, 2, 4, 8... s, at most 30 s a wait).")
     # -- scale and reliability -------------------------------------------------------------------------
     granularity: str = option(
         "query", "--ipw-granularity", SCALE, choices=("query", "domain", "model"),

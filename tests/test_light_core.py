@@ -158,7 +158,7 @@ print(json.dumps(out))
     assert out["q.csv"] == [["007", "4", [], None], ["q2", "A", ["red", "blue"], None], ["q3", "1990", [], 0.5]]
     # a float column holding 1990 reads "1990", as it would from text; the list stays a list
     assert out["q.parquet"] == [["007", "4", [], None], ["q2", "0", ["red", "blue"], None], ["q3", "1990", [], 1.0]]
-    assert out["mapped"] == ["q-007", "q-q2", "q-q3"]
+    assert out["mapped"] == ["007", "q2", "q3"]  # a mapped id column is used as given
     assert out["env_changed"] == []  # no HF_DATASETS_OFFLINE (it would force a later hf: source offline)
 
 
@@ -247,3 +247,64 @@ def test_python_m_pytest_ipw_is_the_command():
 
     done = subprocess.run([sys.executable, "-m", "pytest_ipw", "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == f"pytest-ipw {__version__}"
+
+
+# --------------------------------------------------------------------------- machine facts
+
+GRACE = (ROOT / "tests" / "data" / "real-samples" / "lscpu+cpuinfo_NVIDIA-Grace_72-core_lkml-2025-07-03.txt").read_text()
+GRACE_LSCPU, GRACE_CPUINFO = GRACE.split("# /proc/cpuinfo")
+
+
+def test_an_arm_server_cpu_is_named_from_its_core_ids():
+    from pytest_ipw.hardware.profiles import cpu_brand_from
+
+    def no_lscpu() -> str:
+        raise AssertionError("the ids suffice: lscpu is not run")
+
+    assert "model name" not in GRACE_CPUINFO.lower()  # what Linux gives on Grace and Graviton
+    assert cpu_brand_from(GRACE_CPUINFO, lscpu=no_lscpu) == "ARM Neoverse-V2"
+
+
+def test_lscpu_names_what_the_table_does_not_know():
+    from pytest_ipw.hardware.profiles import cpu_brand_from, lscpu_model
+
+    assert lscpu_model(GRACE_LSCPU) == "ARM Neoverse-V2"
+    unknown = GRACE_CPUINFO.replace("0xd4f", "0xfff")
+    assert cpu_brand_from(unknown, lscpu=lambda: GRACE_LSCPU) == "ARM Neoverse-V2"
+    assert cpu_brand_from(unknown, lscpu=lambda: "") == "ARM part 0xfff"  # raw ids, never just "aarch64"
+
+
+def test_big_little_chips_name_each_kind_of_core_once():
+    from pytest_ipw.hardware.profiles import arm_cpu_name
+
+    blocks = [GRACE_CPUINFO.replace("0xd4f", part) for part in ("0xd44", "0xd41", "0xd41", "0xd05")]
+    assert arm_cpu_name("\n".join(blocks)) == "ARM Cortex-X1 + ARM Cortex-A78 + ARM Cortex-A55"
+
+
+def test_an_x86_model_name_is_kept_as_it_was():
+    from pytest_ipw.hardware.profiles import cpu_brand_from
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.lower().startswith("model name")]
+    if not names:
+        pytest.skip("this machine's /proc/cpuinfo has no model name")
+    assert cpu_brand_from(cpuinfo, lscpu=lambda: "") == names[0]
+
+
+def test_llama_cpp_system_info_is_recorded():
+    import llama_cpp
+
+    from pytest_ipw.backends.llama_cpp import system_info
+
+    info = system_info(llama_cpp)
+    assert info is not None and info.startswith("CPU :") and " = 1" in info and not info.endswith("|")
+
+    class Old:
+        pass
+
+    class Broken:
+        @staticmethod
+        def llama_print_system_info() -> bytes:
+            raise RuntimeError("no")
+
+    assert system_info(Old()) is None and system_info(Broken()) is None

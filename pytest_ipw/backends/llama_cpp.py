@@ -115,6 +115,8 @@ class LlamaCppBackend(Backend):
             "threads": getattr(llama, "n_threads", self.settings.threads),
             "threads_batch": getattr(llama, "n_threads_batch", None),
             "context_size": llama.n_ctx() if hasattr(llama, "n_ctx") else self.settings.context_size,
+            # the CPU features and backends this build uses (AVX2, AVX512, NEON, SVE...): why two machines differ
+            "system_info": system_info(llama_cpp),
         }
 
     def close(self) -> None:
@@ -123,6 +125,19 @@ class LlamaCppBackend(Backend):
             if close is not None:
                 close()
             self._llama = None
+
+
+def system_info(llama_cpp: Any) -> str | None:
+    """llama.cpp's own account of its build: ``CPU : SSE3 = 1 | AVX2 = 1 | ... | OPENMP = 1 |``, trimmed."""
+    describe = getattr(llama_cpp, "llama_print_system_info", None)
+    if describe is None:
+        return None
+    try:
+        raw = describe()
+    except Exception:  # an old or unusual build: the run goes on without it
+        return None
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return " ".join(text.split()).strip(" |") or None
 
 
 #: how to rebuild llama-cpp-python with GPU offload, by accelerator vendor

@@ -262,7 +262,8 @@ def map_row(row: dict[str, Any], mapping: dict[str, str], index: int, source: st
     scorer = get("scorer") or ("choice" if choices else "numeric" if _is_number(answer) else "exact")
     raw_id = get("id")
     return {
-        "id": f"{source}-{raw_id}" if raw_id is not None else f"{source}-{index + 1:05d}",
+        # a mapped id is the user's own: used as given (a mix prefixes every id with its data set's name)
+        "id": str(raw_id).strip() if raw_id is not None else f"{source}-{index + 1:05d}",
         "prompt": prompt,
         "answer": answer,
         "choices": choices,
