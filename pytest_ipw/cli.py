@@ -140,13 +140,10 @@ def cmd_trend(args: argparse.Namespace) -> int:
 
 
 def _plot(series: dict[str, list[tuple[str, float | None]]], labels: list[str], metric: str, path: str) -> None:
-    try:
-        import matplotlib
+    from pytest_ipw.core.extras import require
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise IPWUsageError("--plot needs matplotlib: pip install matplotlib") from None
+    require("matplotlib", "pytest-ipw trend --plot").use("Agg")
+    import matplotlib.pyplot as plt
     figure, axes = plt.subplots(figsize=(8, 4))
     for name, points in series.items():
         xs = [labels.index(label) for label, value in points if value is not None]
@@ -235,6 +232,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         for line in summary_lines(report):
             print(line)
+
+
+def cmd_options_doc(args: argparse.Namespace) -> int:
+    from pytest_ipw.options import options_markdown
+
+    text = options_markdown()
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"options: {args.output}")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -243,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     from pytest_ipw.options import add_cli_options
 
     parser = argparse.ArgumentParser(prog="pytest-ipw",
-                                     description="Saved pytest-ipw runs: list, compare, trend, merge, report; machine-id.")
+                                     description="Saved pytest-ipw runs: list, compare, trend, merge, report; "
+                                                 "machine-id; options-doc.")
     parser.add_argument("--version", action="version", version=f"pytest-ipw {__version__}")
     add_cli_options(parser, only=("storage",))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -265,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="how long to poll the raw sensor for its update period (default 1; 0 skips)")
     calibration.add_argument("--json", action="store_true", help="print the whole calibration as JSON")
     calibration.set_defaults(func=cmd_calibrate)
+
+    options_doc = sub.add_parser("options-doc", help="write docs/options.md: every --ipw-* option, from its declaration")
+    options_doc.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE (default: stdout)")
+    options_doc.set_defaults(func=cmd_options_doc)
 
     listing = sub.add_parser("list", help="list saved runs")
     listing.add_argument("--machine", default=None, help="only this machine id")

@@ -125,7 +125,8 @@ class RunOptions:
     # -- data sets -------------------------------------------------------------------------------------
     dataset: str | None = option(
         None, "--ipw-dataset", DATA, metavar="SPEC", names_input=True, decides_answers=True,
-        help="query set: a file (JSONL, CSV or Parquet, README's schema, or any columns with --ipw-columns), "
+        help="query set: a file (JSONL, CSV or Parquet, the schema of docs/datasets.md, or any columns with "
+             "--ipw-columns), "
              "hf:OWNER/NAME[?config=C&split=S] (a Hugging Face data set: MMLU-Pro, SuperGPQA, GPQA, "
              "NaturalReasoning, WildChat, GSM8K built in), or mix:SPEC[*W],SPEC[*W],... Default: the shipped set.")
     columns: str | None = option(
@@ -166,6 +167,12 @@ class RunOptions:
         None, "--ipw-model-info", REPORT, metavar="FILE", cli=False,
         help="JSON: model name -> release_date, parameters, role (local or reference), for the report's "
              "trends, routing baseline and local-vs-reference analysis.")
+    progress: str = option(
+        "auto", "--ipw-progress", REPORT, choices=("auto", "on", "off"),
+        help="a progress line during the run: queries done of the total, elapsed time, ETA, running accuracy, "
+             "J/query and W per model × accelerator. Rewritten in place in a terminal, one line every few "
+             "seconds elsewhere (CI logs). auto (default) is silenced by -q -q; on also writes the last figures "
+             "after a short run; off.")
     # -- generation ------------------------------------------------------------------------------------
     max_tokens: int = option(
         defaults.MAX_TOKENS, "--ipw-max-tokens", GENERATION, metavar="N", parse=_int, decides_answers=True,
@@ -204,7 +211,8 @@ class RunOptions:
     retries: int = option(
         defaults.RETRIES, "--ipw-retries", GENERATION, metavar="N", parse=_int,
         help=f"HTTP backends: extra tries after a refused connection or HTTP 429/5xx (default "
-             f"{defaults.RETRIES}).")
+             f"{defaults.RETRIES}), each after the server's Retry-After, else an exponential back-off with jitter "
+             "(up to 1, 2, 4, 8... s, at most 30 s a wait).")
     # -- scale and reliability -------------------------------------------------------------------------
     granularity: str = option(
         "query", "--ipw-granularity", SCALE, choices=("query", "domain", "model"),
@@ -427,6 +435,13 @@ def _check_ranges(options: RunOptions) -> None:
         for name in (options.save_name, options.machine_id):
             if name is not None:
                 check_save_name(name)
+    if options.report_dir is not None or options.parquet_path is not None:
+        from pytest_ipw.core.extras import check_installed
+
+        if options.report_dir is not None:
+            check_installed("matplotlib", "--ipw-report")
+        if options.parquet_path is not None:
+            check_installed("pyarrow", "--ipw-parquet")
     if options.model_info is not None:
         from pytest_ipw.analysis.model_info import load_model_info
 

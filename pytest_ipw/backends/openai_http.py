@@ -13,24 +13,30 @@ server messages are scrubbed of the key before they are shown.
 
 The client is the standard library's ``http.client``: one keep-alive connection, no SDK, nothing to
 import at plugin load. Connection failures and HTTP 429/5xx are retried a bounded number of times
-(``--ipw-retries``) with a short back-off; a read that takes longer than ``--ipw-timeout`` is not
-retried (the model would be just as slow again). What belongs to one query (HTTP 400/413/422, a timeout,
+(``--ipw-retries``): after the server's ``Retry-After`` when it sends one, else after an exponential
+back-off with jitter, each wait capped; a read that takes longer than ``--ipw-timeout`` is not retried
+(the model would be just as slow again). ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` are honoured (a
+loopback server is always reached directly). What belongs to one query (HTTP 400/413/422, a timeout,
 an error event mid-answer) fails that query only (:class:`~pytest_ipw.backends.base.QueryFailed`); what
 belongs to the run (unreachable, still failing after the retries, key refused) stops it.
 """
 
 from __future__ import annotations
 
+import base64
+import email.utils
 import http.client
 import json
 import os
+import random
 import re
 import socket
 import ssl
 import time
+import urllib.request
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Sequence
-from urllib.parse import urlsplit
+from typing import Any, Callable, Iterator, Mapping, Sequence
+from urllib.parse import unquote, urlsplit
 
 from pytest_ipw.core import defaults
 from pytest_ipw.core.errors import IPWUsageError
@@ -47,6 +53,12 @@ _CONTEXT_MESSAGE = re.compile(r"context[ _](?:length|window|size)", re.IGNORECAS
 _CONTEXT_LIMIT = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
 _PROMPT_TOKENS = re.compile(r"\((\d+) in the messages|request has (\d+) input tokens", re.IGNORECASE)
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+#: back-off without Retry-After: BACKOFF_BASE_S × 2^attempt, half of it random (jitter, so that clients
+#: refused together do not all come back together), each wait at most BACKOFF_CAP_S
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 30.0
+#: the longest Retry-After honoured; a server asking for longer gets an error saying so
+RETRY_AFTER_CAP_S = 120.0
 #: endpoints that say which server and version answers (vLLM, Ollama, llama.cpp's server), tried once
 VERSION_PROBES = ("/version", "/api/version", "/props")
 #: room for the JSON object of a constrained answer ({"answer": "INCORRECT"} is about ten tokens)
@@ -94,7 +106,75 @@ class RequestRejected(IPWUsageError):
 
 
 class _Retryable(Exception):
-    """A failure worth another try (connection refused/reset, HTTP 429/5xx)."""
+    """A failure worth another try (connection refused/reset, HTTP 429/5xx); ``retry_after`` is the server's
+    Retry-After in seconds, when it sent one."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait a server asks for: ``retry-after-ms`` (OpenAI), or ``Retry-After`` in seconds or as an HTTP
+    date (RFC 9110); None when absent or unreadable."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        text = (lowered.get(name) or "").strip()
+        if not text:
+            continue
+        try:
+            return max(0.0, float(text) * scale)
+        except ValueError:
+            pass
+        if scale == 1.0:
+            try:
+                when = email.utils.parsedate_to_datetime(text).timestamp()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                continue
+            return max(0.0, when - (time.time() if now is None else now))
+    return None
+
+
+def backoff_seconds(attempt: int, rng: random.Random) -> float:
+    """Exponential back-off with "equal jitter": half of the step fixed, half random, capped."""
+    step = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)
+    return step / 2 + rng.uniform(0, step / 2)
+
+
+@dataclass(frozen=True)
+class Proxy:
+    host: str
+    port: int
+    authorization: str | None  # "Basic ..." from user:password in the proxy URL
+
+
+def proxy_for(endpoint: "Endpoint", environ: Mapping[str, str] | None = None) -> Proxy | None:
+    """The proxy the environment names for this endpoint (``HTTPS_PROXY`` / ``HTTP_PROXY``, upper or lower
+    case), unless ``NO_PROXY`` exempts its host; a loopback server is always reached directly."""
+    if endpoint.is_loopback:
+        return None
+    env = os.environ if environ is None else environ
+    proxies: dict[str, str] = {}
+    # as urllib.request reads them: SCHEME_proxy in either case, the lower-case name winning
+    for lower_case in (False, True):
+        for name, value in env.items():
+            if value and name.lower().endswith("_proxy") and (name == name.lower()) == lower_case:
+                proxies[name.lower()[:-len("_proxy")]] = value
+    url = proxies.get(endpoint.scheme)
+    if not url or urllib.request.proxy_bypass_environment(f"{endpoint.host}:{endpoint.port}", proxies):
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname:
+        raise IPWUsageError(f"{endpoint.scheme.upper()}_PROXY={url!r} is not a proxy URL (http://HOST:PORT)")
+    authorization = None
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = "Basic " + base64.b64encode(credentials).decode()
+    try:
+        port = parts.port or 8080
+    except ValueError:
+        raise IPWUsageError(f"{endpoint.scheme.upper()}_PROXY={url!r}: the port is not a number") from None
+    return Proxy(parts.hostname, port, authorization)
 
 
 class _TimedOut(Exception):
@@ -116,14 +196,19 @@ class OpenAIHTTPClient:
     """A minimal OpenAI-compatible client: JSON GETs and streamed chat completions over one connection."""
 
     def __init__(self, endpoint: Endpoint, api_key: str | None, timeout_s: float, retries: int,
-                 key_env: str = defaults.API_KEY_ENV):
+                 key_env: str = defaults.API_KEY_ENV, sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None, environ: Mapping[str, str] | None = None):
         self.endpoint = endpoint
         self._api_key = api_key
         self.key_env = key_env  # named in messages; the key itself never is
         self.timeout_s = timeout_s
         self.retries = retries
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.proxy = proxy_for(endpoint, environ)
         self._connection: http.client.HTTPConnection | None = None
         self.server_header: str | None = None
+        self.waits: list[float] = []  # the back-off waits of this client, for its info
 
     # -- plumbing ----------------------------------------------------------------------------------
     def redact(self, text: str) -> str:
@@ -132,14 +217,29 @@ class OpenAIHTTPClient:
             text = text.replace(self._api_key, "***")
         return text
 
+    def _new_connection(self, timeout_s: float) -> http.client.HTTPConnection:
+        """A connection to the server, through the proxy when the environment names one: HTTPS through a
+        CONNECT tunnel, plain HTTP by asking the proxy for the absolute URL."""
+        e, proxy = self.endpoint, self.proxy
+        host, port = (proxy.host, proxy.port) if proxy else (e.host, e.port)
+        if e.scheme == "https":
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=timeout_s, context=ssl.create_default_context())
+            if proxy:
+                tunnel_headers = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
+                connection.set_tunnel(e.host, e.port, headers=tunnel_headers)
+            return connection
+        return http.client.HTTPConnection(host, port, timeout=timeout_s)
+
+    def _target(self, path: str) -> str:
+        """The request target: the path, or the absolute URL when a plain-HTTP proxy forwards it."""
+        if self.proxy and self.endpoint.scheme == "http":
+            return f"http://{self.endpoint.host}:{self.endpoint.port}{path}"
+        return path
+
     def _connect(self) -> http.client.HTTPConnection:
         if self._connection is None:
-            e = self.endpoint
-            if e.scheme == "https":
-                self._connection = http.client.HTTPSConnection(e.host, e.port, timeout=self.timeout_s,
-                                                               context=ssl.create_default_context())
-            else:
-                self._connection = http.client.HTTPConnection(e.host, e.port, timeout=self.timeout_s)
+            self._connection = self._new_connection(self.timeout_s)
         return self._connection
 
     def close(self) -> None:
@@ -151,6 +251,8 @@ class OpenAIHTTPClient:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if streaming else "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        if self.proxy and self.proxy.authorization and self.endpoint.scheme == "http":
+            headers["Proxy-Authorization"] = self.proxy.authorization
         return headers
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None, streaming: bool) -> http.client.HTTPResponse:
@@ -158,7 +260,8 @@ class OpenAIHTTPClient:
         connection = self._connect()
         payload = json.dumps(body).encode() if body is not None else None
         try:
-            connection.request(method, self.endpoint.base_path + path, body=payload, headers=self._headers(streaming))
+            connection.request(method, self._target(self.endpoint.base_path + path), body=payload,
+                               headers=self._headers(streaming))
             response = connection.getresponse()
         except (socket.timeout, TimeoutError):
             self.close()
@@ -168,12 +271,13 @@ class OpenAIHTTPClient:
             raise _Retryable(_describe(exc)) from None
         self.server_header = response.getheader("Server") or self.server_header
         if response.status in RETRY_STATUS:
+            retry_after = retry_after_seconds(dict(response.getheaders()))
             detail = self._error_detail(response)
             self.close()
             if "response_format" in detail:  # some servers answer 500 to a field they refuse: no retry helps
                 raise RequestRejected(f"the server at {self.endpoint.base_url} refused the request with HTTP "
                                       f"{response.status}: {detail}")
-            raise _Retryable(f"HTTP {response.status}: {detail}")
+            raise _Retryable(f"HTTP {response.status}: {detail}", retry_after)
         return response
 
     def _with_retries(self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -184,8 +288,16 @@ class OpenAIHTTPClient:
                 return self._send(method, path, body, streaming)
             except _Retryable as exc:
                 last = str(exc)
-                if attempt < self.retries:
-                    time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                if attempt == self.retries:
+                    break
+                if exc.retry_after is not None and exc.retry_after > RETRY_AFTER_CAP_S:
+                    raise IPWUsageError(
+                        f"the server at {self.endpoint.base_url} asks to retry after {exc.retry_after:.0f} s "
+                        f"({self.redact(last)}); that is longer than pytest-ipw waits ({RETRY_AFTER_CAP_S:.0f} s): "
+                        "try later, or lower the request rate (fewer xdist workers)") from None
+                wait = exc.retry_after if exc.retry_after is not None else backoff_seconds(attempt, self.rng)
+                self.waits.append(wait)
+                self.sleep(wait)
         tries = f"{self.retries + 1} tr{'y' if self.retries == 0 else 'ies'}"
         if last.startswith("HTTP "):
             raise IPWUsageError(f"the server at {self.endpoint.base_url} kept failing ({self.redact(last)}) after "
@@ -276,11 +388,9 @@ class OpenAIHTTPClient:
 
     def probe(self, root_path: str) -> tuple[int, Any] | None:
         """One quick GET outside the base path (e.g. vLLM's /version); None on any failure."""
-        e = self.endpoint
-        cls = http.client.HTTPSConnection if e.scheme == "https" else http.client.HTTPConnection
-        connection = cls(e.host, e.port, timeout=min(2.0, self.timeout_s))
+        connection = self._new_connection(min(2.0, self.timeout_s))
         try:
-            connection.request("GET", root_path, headers=self._headers())
+            connection.request("GET", self._target(root_path), headers=self._headers())
             response = connection.getresponse()
             body = response.read(65536)
             self.server_header = response.getheader("Server") or self.server_header
@@ -289,6 +399,33 @@ class OpenAIHTTPClient:
             return None
         finally:
             connection.close()
+
+    def _whole_completion(self, response: http.client.HTTPResponse, path: str) -> dict[str, Any]:
+        """A non-streamed chat completion, checked: one clear error when the body is not one."""
+        try:
+            raw = response.read()
+        except (socket.timeout, TimeoutError):
+            self.close()
+            raise self._timeout_error(path) from None
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise IPWUsageError(f"the server at {self.endpoint.base_url} dropped the connection mid-answer "
+                                f"({_describe(exc)}); it may have crashed or been stopped: check its log") from None
+        text = raw.decode("utf-8", "replace")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            data, problem = None, f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        else:
+            problem = _completion_problem(data)
+        if problem:
+            self.close()
+            start = self.redact(" ".join(text.split())[:200]) or "(empty)"
+            raise IPWUsageError(
+                f"the server at {self.endpoint.base_url} answered {path} (HTTP {response.status}, "
+                f"{response.getheader('Content-Type') or 'no Content-Type'}) with a body that is {problem}; it begins: "
+                f"{start!r}. Is the URL an OpenAI-compatible server's base (usually ending in /v1)?")
+        return data
 
     def stream_chat(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The server-sent events of one streamed chat completion, as JSON objects.
@@ -310,8 +447,7 @@ class OpenAIHTTPClient:
         content_type = response.getheader("Content-Type") or ""
         if "text/event-stream" not in content_type:
             # Some servers ignore "stream": true and answer in one JSON document.
-            data = json.loads(response.read().decode("utf-8"))
-            yield {"__whole__": True, **data}
+            yield {"__whole__": True, **self._whole_completion(response, path)}
             return
         received = False
         try:
@@ -345,6 +481,22 @@ class OpenAIHTTPClient:
                                 f"({_describe(exc)}); it may have crashed or been stopped: check its log") from None
         if not received:
             raise self._empty_stream_failure(body)
+
+
+def _completion_problem(data: Any) -> str | None:
+    """What keeps ``data`` from being a chat completion with one message, or None."""
+    if not isinstance(data, dict):
+        return f"JSON but not an object ({type(data).__name__})"
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "JSON without choices"
+    message = choices[0].get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("content", ""), (str, type(None))):
+        return "JSON without choices[0].message.content"
+    usage = data.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        return "JSON whose usage is not an object"
+    return None
 
 
 def _describe(exc: BaseException) -> str:
@@ -492,6 +644,7 @@ class OpenAIHTTPBackend(Backend):
             "system_fingerprint": self._fingerprint,
             **self.server,
             "server_header": self.client.server_header,
+            "proxy": f"{self.client.proxy.host}:{self.client.proxy.port}" if self.client.proxy else None,
             "local_endpoint": self.local,
             "token_counts": {True: "usage", False: "chunks (prompt tokens unknown)", None: "unknown"}[self.usage_supported],
             # how generate_choice (the judge) held the output to its options

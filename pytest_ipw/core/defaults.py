@@ -12,5 +12,5 @@ MAX_TOKENS = 64
 CONTEXT_SIZE = 2048
 BATCH_SIZE = 1  # queries per engine call; only batching backends (vllm) accept more
 REQUEST_TIMEOUT_S = 120.0  # HTTP backends: per request, connect and each read
-RETRIES = 2  # HTTP backends: extra tries after a connection failure or HTTP 429/5xx
+RETRIES = 4  # HTTP backends: extra tries after a connection failure or HTTP 429/5xx (back-off waits of up to 1, 2, 4, 8 s)
 API_KEY_ENV = "OPENAI_API_KEY"  # the variable's *name* is recorded, never its value

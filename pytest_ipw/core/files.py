@@ -95,8 +95,10 @@ def write_json_atomic(path: str | os.PathLike[str], document: Mapping[str, Any])
 
 def write_parquet(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> Path:
     """Per-query records as a Parquet table (columnar: fast to scan for millions of records)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from pytest_ipw.core.extras import require
+
+    pa = require("pyarrow", "--ipw-parquet")
+    pq = require("pyarrow.parquet", "--ipw-parquet")
 
     target = Path(path)
     def flat(value: Any) -> Any:

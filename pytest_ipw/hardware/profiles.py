@@ -158,8 +158,88 @@ def nvidia_device_names() -> list[str]:
     return [name for _, name in nvidia_devices()]
 
 
+#: Arm CPU implementers and cores by the ids Linux shows in /proc/cpuinfo ("CPU implementer", "CPU part"),
+#: from the Arm and vendors' technical reference manuals (the ids util-linux's lscpu also decodes)
+ARM_IMPLEMENTERS = {"0x41": "ARM", "0x42": "Broadcom", "0x46": "Fujitsu", "0x48": "HiSilicon", "0x4e": "NVIDIA",
+                    "0x51": "Qualcomm", "0x61": "Apple", "0xc0": "Ampere"}
+ARM_PARTS = {
+    ("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd05"): "Cortex-A55", ("0x41", "0xd07"): "Cortex-A57",
+    ("0x41", "0xd08"): "Cortex-A72", ("0x41", "0xd0b"): "Cortex-A76", ("0x41", "0xd0c"): "Neoverse-N1",
+    ("0x41", "0xd40"): "Neoverse-V1", ("0x41", "0xd41"): "Cortex-A78", ("0x41", "0xd42"): "Cortex-A78AE",
+    ("0x41", "0xd44"): "Cortex-X1", ("0x41", "0xd46"): "Cortex-A510", ("0x41", "0xd47"): "Cortex-A710",
+    ("0x41", "0xd48"): "Cortex-X2", ("0x41", "0xd49"): "Neoverse-N2", ("0x41", "0xd4d"): "Cortex-A715",
+    ("0x41", "0xd4e"): "Cortex-X3", ("0x41", "0xd4f"): "Neoverse-V2", ("0x41", "0xd84"): "Neoverse-V3",
+    ("0x41", "0xd8e"): "Neoverse-N3", ("0x46", "0x001"): "A64FX", ("0x48", "0xd01"): "Kunpeng-920",
+    ("0x4e", "0x004"): "Carmel", ("0xc0", "0xac3"): "AmpereOne",
+}
+
+
+def arm_cpu_name(cpuinfo: str) -> str | None:
+    """An Arm CPU named from /proc/cpuinfo's implementer and part ids ("ARM Neoverse-V2" on NVIDIA Grace
+    and AWS Graviton4, where Linux gives no model name); each kind of core once, in order, for big.LITTLE
+    chips; None when the text holds no Arm ids."""
+    names: list[str] = []
+    implementer = None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip().lower(), value.strip().lower()
+        if key == "cpu implementer":
+            implementer = value
+        elif key == "cpu part" and implementer is not None:
+            vendor = ARM_IMPLEMENTERS.get(implementer, f"implementer {implementer}")
+            core = ARM_PARTS.get((implementer, value), f"part {value}")
+            name = f"{vendor} {core}"
+            if name not in names:
+                names.append(name)
+    return " + ".join(names) or None
+
+
+def lscpu_model(text: str) -> str | None:
+    """``Vendor ID`` and ``Model name`` from lscpu's output ("ARM Neoverse-V2"), or None without a model name."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("Vendor ID", "Model name") and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    model, vendor = fields.get("Model name"), fields.get("Vendor ID")
+    if not model or model == "-":
+        return None
+    return model if not vendor or model.lower().startswith(vendor.lower()) else f"{vendor} {model}"
+
+
+def _lscpu() -> str:
+    try:
+        return subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5, check=True,
+                              env={**os.environ, "LC_ALL": "C"}).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cpu_brand_from(cpuinfo: str, lscpu: Any = _lscpu) -> str | None:
+    """The CPU's name from /proc/cpuinfo's text: its model name (x86, some Arm kernels), else the Arm core
+    from its implementer and part ids, else lscpu's model name (``lscpu`` is called only then), else the
+    board's "Hardware" line (32-bit Arm); None when nothing names it."""
+    lines = cpuinfo.splitlines()
+    for line in lines:
+        if line.lower().startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    name = arm_cpu_name(cpuinfo)
+    if name and "part 0x" not in name:
+        return name
+    from_lscpu = lscpu_model(lscpu())
+    if from_lscpu:
+        return from_lscpu
+    if name:
+        return name  # raw ids: better than "aarch64", and two generations stay apart
+    for line in lines:
+        if line.lower().startswith("hardware"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def cpu_brand() -> str:
-    """The CPU's marketing name (macOS sysctl, Linux /proc/cpuinfo), or the platform string."""
+    """The CPU's marketing name (macOS sysctl; Linux /proc/cpuinfo, Arm core ids, lscpu), or the platform
+    string."""
     if sys.platform == "darwin":
         try:
             return subprocess.run(
@@ -168,12 +248,10 @@ def cpu_brand() -> str:
         except (OSError, subprocess.SubprocessError):
             pass
     try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        cpuinfo = ""
+    return cpu_brand_from(cpuinfo) or platform.processor() or platform.machine()
 
 
 def match_profile(device_name: str, profiles: Iterable[AcceleratorProfile]) -> AcceleratorProfile | None:

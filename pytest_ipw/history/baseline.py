@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
+from pytest_ipw.history.git import commit_info
 from pytest_ipw.history.compare import Change, Gate, GateFailure
 from pytest_ipw.history.comparison import PLUGIN_FLAGS, Comparison, compare_documents
 from pytest_ipw.history.storage import SavedRun, Storage, machine_id, machine_identity, partial_note
@@ -24,13 +25,6 @@ class HistoryOptions(Protocol):
     compare_across_machines: bool
     require_baseline: bool
     save_partial: bool
-
-
-def commit_info() -> dict[str, Any]:
-    """Commit id, branch, dirty flag and times, via pytest-benchmark's helper (git or hg)."""
-    from pytest_benchmark.utils import get_commit_info
-
-    return get_commit_info()
 
 
 @dataclass

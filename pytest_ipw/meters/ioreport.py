@@ -83,11 +83,9 @@ def create(profile: AcceleratorProfile, device_index: int | None = None, arg: st
     if zeus is None:
         if not _on_macos():
             raise MeterUnavailable("IOReport energy counters exist on Apple Silicon Macs only")
-        try:
-            import zeus_apple_silicon as zeus
-        except ImportError:
-            raise MeterUnavailable("zeus-apple-silicon is not installed; for sudo-less Apple Silicon energy: "
-                                   "pip install 'pytest-ipw[apple]'") from None
+        from pytest_ipw.core.extras import require
+
+        zeus = require("zeus_apple_silicon", "sudo-less Apple Silicon energy (IOReport)", error=MeterUnavailable)
     try:
         monitor = zeus.AppleEnergyMonitor()
     except Exception as exc:

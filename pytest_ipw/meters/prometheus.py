@@ -86,10 +86,10 @@ class Sample:
 
 def parse_exposition(text: str) -> list[Sample]:
     """Every sample of a Prometheus text exposition (prometheus_client's parser, imported lazily)."""
-    try:
-        from prometheus_client.parser import text_string_to_metric_families
-    except ImportError:
-        raise MeterUnavailable("the prometheus meter needs prometheus-client: pip install 'pytest-ipw[prometheus]'") from None
+    from pytest_ipw.core.extras import require
+
+    text_string_to_metric_families = require("prometheus_client.parser", "the prometheus meter",
+                                             error=MeterUnavailable).text_string_to_metric_families
     samples = []
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

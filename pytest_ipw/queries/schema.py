@@ -1,8 +1,8 @@
 """Query sets: the schema, loading, validation and selection.
 
 One query is one prompt with a verifiable reference answer. Files are JSONL (one object per line,
-parsed here for exact values and line numbers), or CSV / Parquet read through ``datasets`` with explicit
-column types; the columns are documented in README ("Query set schema").
+parsed here for exact values and line numbers), CSV (the standard library's reader, every cell text) or
+Parquet (pyarrow, with explicit column types); the columns are documented in docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -186,47 +186,59 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
     return [row for _, row in numbered], [number for number, _ in numbered]
 
 
-def _column_names(path: Path, builder: str) -> list[str]:
-    """Column names of a CSV or Parquet file, read cheaply, so every column gets an explicit type."""
-    if builder == "csv":
-        import csv
+def read_csv_rows(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows of a CSV file as text (an id "007" stays "007"), an empty cell as None, and the line each row
+    starts on. Read with the standard library: no third-party package, nothing in the environment changed."""
+    import csv
 
-        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") would otherwise prefix the first column's name
+    rows: list[dict[str, Any]] = []
+    starts: list[int] = []
+    try:
         with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            return next(csv.reader(handle), [])
-    import pyarrow.parquet as pq
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                return [], []
+            while True:
+                start = reader.line_num + 1
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    break
+                if not cells:
+                    continue  # a blank line
+                if len(cells) > len(header):
+                    raise IPWUsageError(f"query set {path}, line {start}: {len(cells)} fields but the header has "
+                                        f"{len(header)}; quote fields that contain commas")
+                rows.append({name: (cells[i] if i < len(cells) and cells[i] != "" else None)
+                             for i, name in enumerate(header)})
+                starts.append(start)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise IPWUsageError(f"query set {path} could not be read as CSV (UTF-8): {exc}") from None
+    return rows, starts
 
-    return list(pq.read_schema(path).names)
 
+def read_parquet_rows(path: Path, as_text: bool = False) -> list[dict[str, Any]]:
+    """Rows of a Parquet file (pyarrow, the [parquet] extra). ``as_text`` reads every column as text, list
+    columns as lists of text and ``tolerance`` as a number, so that a float column holding 1990 and 2.5
+    gives "1990", not "1990.0"."""
+    from pytest_ipw.core.extras import require
 
-def _features(columns: list[str], lists_as_text: bool):
-    """Explicit column types: without them `datasets` guesses, and an id "007" or an answer 1990 in a
-    column that also holds 2.5 would come back as 7 / "1990.0" and never match. CSV holds lists as text
-    (a JSON list or "a|b"), parsed later by :func:`query_from_row`."""
-    import datasets
-
-    string = datasets.Value("string")
-    listed = string if lists_as_text else datasets.Sequence(string)
-    typed = {"choices": listed, "aliases": listed, "tolerance": datasets.Value("float64")}
-    return datasets.Features({name: typed.get(name, string) for name in columns})
-
-
-def _read_table(path: Path, builder: str) -> list[dict[str, Any]]:
-    """Read all rows of a CSV or Parquet file with `datasets` (kept lazy: it costs ~1 s to import)."""
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    pa = require("pyarrow", f"reading the Parquet file {path}")
+    pq = require("pyarrow.parquet", f"reading the Parquet file {path}")
     try:
-        import datasets
-    except ImportError as exc:  # pragma: no cover - datasets is a hard dependency
-        raise IPWUsageError(f"the 'datasets' package is needed to load query sets ({exc}): pip install datasets") from None
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    try:
-        features = _features(_column_names(path, builder), lists_as_text=builder == "csv")
-
-        table = datasets.load_dataset(builder, data_files=str(path), split="train", features=features)
-    except Exception as exc:  # datasets wraps parser errors in many types; name the file either way
+        table = pq.read_table(path)
+        if as_text:
+            types = {"tolerance": pa.float64()}
+            fields = []
+            for column in table.schema:
+                listed = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+                fields.append(pa.field(column.name, types.get(column.name, pa.list_(pa.string()) if listed
+                                                              else pa.string())))
+            table = table.cast(pa.schema(fields))
+        return table.to_pylist()
+    except (OSError, pa.ArrowException) as exc:
         raise IPWUsageError(f"query set {path} could not be read: {exc.__class__.__name__}: {exc}") from None
-    return table.to_list()
 
 
 def query_file_kind(path: Path) -> str:
@@ -247,8 +259,10 @@ def load_queries(path: str | os.PathLike[str] | None = None, skipped: SkippedRow
     builder = query_file_kind(path)
     if builder == "json":
         rows, line_numbers = _read_jsonl(path)
+    elif builder == "csv":
+        rows, line_numbers = read_csv_rows(path)
     else:
-        rows, line_numbers = _read_table(path, builder), None
+        rows, line_numbers = read_parquet_rows(path, as_text=True), None
     if not rows:
         raise IPWUsageError(f"query set {path} has no rows")
     queries: list[Query] = []
@@ -293,9 +307,9 @@ def row_label(ident: Any, place: str) -> str:
 
 def _row_place(index: int, line_numbers: list[int] | None, path: Path) -> str:
     if line_numbers is not None and index < len(line_numbers):
+        if path.suffix.lower() == ".csv":
+            return f"line {line_numbers[index]} (row {index + 1})"  # line 1 is the header
         return f"line {line_numbers[index]}"
-    if path.suffix.lower() == ".csv":
-        return f"line {index + 2} (row {index + 1})"  # line 1 is the header
     return f"row {index + 1}"
 
 

@@ -11,7 +11,8 @@
   domain, in a random order fixed by ``--ipw-sample-seed`` (like the study's mixed query sample).
 
 Every source ends up as :class:`~pytest_ipw.queries.Query` objects; selection (domains, limit, seed,
-weights) is :func:`pytest_ipw.queries.select_queries`. ``datasets`` is imported only here, lazily.
+weights) is :func:`pytest_ipw.queries.select_queries`. ``datasets`` (the [hub] extra) is imported only here,
+lazily, and only for ``hf:`` sources: local files are read without it.
 
 Real hub data has rows a mapping cannot turn into a valid query (MMLU-Pro questions left with one option):
 they are left out, counted and named in ``QuerySet.sources[].skipped`` and the report, and the run goes
@@ -292,7 +293,8 @@ def map_row(row: dict[str, Any], mapping: dict[str, str], index: int, source: st
     scorer = get("scorer") or ("choice" if choices else "numeric" if _is_number(answer) else "exact")
     raw_id = get("id")
     return {
-        "id": f"{source}-{raw_id}" if raw_id is not None else f"{source}-{index + 1:05d}",
+        # a mapped id is the user's own: used as given (a mix prefixes every id with its data set's name)
+        "id": str(raw_id).strip() if raw_id is not None else f"{source}-{index + 1:05d}",
         "prompt": prompt,
         "answer": answer,
         "choices": choices,
@@ -409,19 +411,13 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
         rows, _ = _read_jsonl(path)
         return rows
-    datasets = _datasets()
-    try:
-        if builder == "csv":
-            from pytest_ipw.queries.schema import _column_names
+    if builder == "csv":
+        from pytest_ipw.queries.schema import read_csv_rows
 
-            # Text stays text in CSV: an id "007" must not become 7.
-            features = datasets.Features({c: datasets.Value("string") for c in _column_names(path, "csv")})
-            table = datasets.load_dataset("csv", data_files=str(path), split="train", features=features)
-        else:
-            table = datasets.load_dataset("parquet", data_files=str(path), split="train")
-    except Exception as exc:  # datasets wraps parser errors in many types; name the file either way
-        raise IPWUsageError(f"query set {path} could not be read: {exc.__class__.__name__}: {exc}") from None
-    return table.to_list()
+        return read_csv_rows(path)[0]  # text stays text in CSV: an id "007" must not become 7
+    from pytest_ipw.queries.schema import read_parquet_rows
+
+    return read_parquet_rows(path)
 
 
 def _queries_from_rows(rows: list[dict[str, Any]], mapping: dict[str, str], where: str, name: str,
@@ -455,10 +451,9 @@ def _queries_from_rows(rows: list[dict[str, Any]], mapping: dict[str, str], wher
 
 
 def _datasets() -> Any:
-    try:
-        import datasets
-    except ImportError as exc:  # pragma: no cover - datasets is a hard dependency
-        raise IPWUsageError(f"the 'datasets' package is needed to load data sets ({exc}): pip install datasets") from None
+    from pytest_ipw.core.extras import require
+
+    datasets = require("datasets", "a Hugging Face hub data set (--ipw-dataset=hf:...)")
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     return datasets

@@ -15,7 +15,6 @@ import textwrap
 from typing import Any, Mapping, Sequence
 
 from pytest_ipw.analysis.study import ParetoPoint, RoutingAnalysis, TrendPoint
-from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.analysis.metrics import Summary
 
 DPI = 100
@@ -25,10 +24,9 @@ MIXED_COLOR = "#9467bd"
 
 
 def _figure(width: float = 7.5, height: float = 4.0) -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        raise IPWUsageError("the HTML report needs matplotlib: pip install matplotlib") from None
+    from pytest_ipw.core.extras import require
+
+    Figure = require("matplotlib.figure", "the report's figures (--ipw-report, pytest-ipw report)").Figure
     return Figure(figsize=(width, height), dpi=DPI)
 
 

@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from pytest_ipw import __version__
 from pytest_ipw.hardware.profiles import AcceleratorProfile, LocalDevice, detect_devices, load_profiles, resolve_accelerators
@@ -102,6 +102,7 @@ class IPWSession:
         self.expected_records = 0  # queries the collected items will run
         self._batchers: dict[str, Any] = {}
         self.warning_errors: list[str] = []  # pytest-ipw warnings a filter turned into errors
+        self.record_listeners: list[Callable[[dict[str, Any]], None]] = []  # told of each record (progress)
 
     # -- what to run -------------------------------------------------------------------------------
     @functools.cached_property
@@ -264,6 +265,19 @@ class IPWSession:
             self.skipped_queries.append(record)
         else:
             self.records.append(record)
+        for listener in self.record_listeners:
+            listener(record)
+
+    def is_resumed(self, record: dict[str, Any]) -> bool:
+        """Whether ``record`` was finished by the interrupted run this one resumes (``--ipw-resume``)."""
+        if not self.options.resume:
+            return False
+        from pytest_ipw.run.journal import record_key
+
+        try:
+            return record_key(record) in self.resumed
+        except (IPWUsageError, KeyError):  # an unreadable journal is reported by the run itself
+            return False
 
     def finish(self) -> None:
         """Aggregate records, check thresholds. Pure computation over what was recorded."""

