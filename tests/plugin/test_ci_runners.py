@@ -216,7 +216,8 @@ def test_the_ci_recipes_use_only_declared_options_and_ini_keys():
     flags = {spec.flag for _, spec in declared_options()}
     keys = {ini_name(f) for f, spec in declared_options() if spec.ini}
     used_flags = set(re.findall(r"--ipw-[a-z-]+[a-z]", text))
-    used_keys = set(re.findall(r"\bipw_[a-z_]+[a-z]\b", text)) - {"ipw_record", "ipw_correct", "ipw_joules",
+    used_keys = set(re.findall(r"\bipw_[a-z_]+[a-z]\b", text)) - {"ipw_bench", "ipw_query", "ipw_target",  # fixtures
+                                                                   "ipw_record", "ipw_correct", "ipw_joules",
                                                                    "ipw_watts", "ipw_provenance", "ipw_meter",
                                                                    "ipw_latency_s", "ipw_tokens_out",
                                                                    "ipw_unscorable"}

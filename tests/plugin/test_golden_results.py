@@ -13,13 +13,15 @@ from support import TEST_DATA, fixed_meter_conftest
 GOLDEN = TEST_DATA / "golden"
 TIMING = {"latency_s", "ttft_s", "window_start", "window_end", "created_at", "duration_s", "latency_p50_s",
           "latency_p95_s", "tokens_per_s"}
+#: HTTP client settings: they decide how long a run waits, not what it measures (retries went from 2 to 4)
+CLIENT = {"retries", "request_timeout_s", "api_key_env"}
 
 
 def differences(old: Any, new: Any, path: str = "") -> list[str]:
     if isinstance(old, dict):
         if not isinstance(new, dict):
             return [f"{path}: not an object any more"]
-        return [d for key, value in old.items() if key not in TIMING
+        return [d for key, value in old.items() if key not in TIMING | CLIENT
                 for d in ([f"{path}.{key}: missing"] if key not in new else differences(value, new[key], f"{path}.{key}"))]
     if isinstance(old, list):
         if not isinstance(new, list) or len(old) != len(new):
