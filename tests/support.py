@@ -211,3 +211,28 @@ class JsonHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+#: the benchmark most pytester projects run: every selected query through ipw_bench
+BENCHMARK = """
+def test_answer(ipw_bench):
+    ipw_bench()
+"""
+
+
+def addition_queries(n: int, domains: tuple[str, ...] = ("math",)) -> list[dict]:
+    """``n`` numeric queries "What is i + 1?", their domains taking turns."""
+    return [{"id": f"q-{i:03d}", "prompt": f"What is {i} + 1? Answer with just the number.", "answer": str(i + 1),
+             "domain": domains[i % len(domains)], "split": "reasoning", "scorer": "numeric"} for i in range(n)]
+
+
+def recorded_answers(path: Path, queries: list[dict], wrong_every: int | None = None, wrong_by: int = 6) -> str:
+    """Recorded answers to :func:`addition_queries`: all right, or off by ``wrong_by`` on every
+    ``wrong_every``-th query. Returns the path as text (for ``--ipw-model=recorded:PATH``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for i, query in enumerate(queries):
+            right = wrong_every is None or i % wrong_every
+            handle.write(json.dumps({"prompt": query["prompt"], "response": str(i + 1 if right else i + 1 + wrong_by),
+                                     "tokens_in": 10, "tokens_out": 2}) + "\n")
+    return str(path)

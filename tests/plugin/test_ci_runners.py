@@ -9,31 +9,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from support import REPO, fixed_meter_conftest
+from support import BENCHMARK, REPO, addition_queries, fixed_meter_conftest, recorded_answers
 
 from pytest_ipw.cli import main as cli_main
 from pytest_ipw.history.storage import load_run
 
 N = 20
-BENCHMARK = """
-def test_answer(ipw_bench):
-    ipw_bench()
-"""
-
-
 def queries() -> list[dict]:
-    return [{"id": f"q-{i:03d}", "prompt": f"What is {i} + 1? Answer with just the number.", "answer": str(i + 1),
-             "domain": "math", "split": "reasoning", "scorer": "numeric"} for i in range(N)]
+    return addition_queries(N)
 
 
 def answers(path: Path, wrong_every: int | None = None) -> str:
-    path.parent.mkdir(exist_ok=True)
-    with path.open("w") as handle:
-        for i, query in enumerate(queries()):
-            right = wrong_every is None or i % wrong_every
-            handle.write(json.dumps({"prompt": query["prompt"], "response": str(i + 1 if right else i + 9),
-                                     "tokens_in": 10, "tokens_out": 2}) + "\n")
-    return str(path)
+    return recorded_answers(path, queries(), wrong_every, wrong_by=8)
 
 
 @pytest.fixture

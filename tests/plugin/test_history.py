@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import fixed_meter_conftest
+from support import BENCHMARK, addition_queries, fixed_meter_conftest, recorded_answers
 
 from pytest_ipw.cli import main as cli_main
 from pytest_ipw.core.errors import IPWUsageError
@@ -17,25 +17,13 @@ from pytest_ipw.history.storage import Storage, check_save_name, load_run, machi
 
 N_QUERIES = 30
 
-BENCHMARK = """
-def test_answer(ipw_bench):
-    ipw_bench()
-"""
-
-
 def queries() -> list[dict]:
-    return [{"id": f"q-{i:03d}", "prompt": f"What is {i} + 1? Answer with just the number.", "answer": str(i + 1),
-             "domain": "math" if i % 2 else "more-math", "split": "reasoning", "scorer": "numeric"} for i in range(N_QUERIES)]
+    return addition_queries(N_QUERIES, domains=("more-math", "math"))
 
 
 def answers_file(path: Path, wrong_every: int | None) -> str:
     """Recorded answers, all right, or wrong on every ``wrong_every``-th query."""
-    with path.open("w") as handle:
-        for i, query in enumerate(queries()):
-            right = wrong_every is None or i % wrong_every
-            handle.write(json.dumps({"prompt": query["prompt"], "response": str(i + 1 if right else i + 7),
-                                     "tokens_in": 10, "tokens_out": 2}) + "\n")
-    return str(path)
+    return recorded_answers(path, queries(), wrong_every)
 
 
 @pytest.fixture
