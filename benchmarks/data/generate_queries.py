@@ -28,9 +28,17 @@ DEFAULT_SEED = 2025
 # The package holds the one copy; the benchmark reads it through the package (pytest_ipw.queries).
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "pytest_ipw" / "data" / "queries.jsonl"
 
-NUMBER_ONLY = "Answer with just the number."
-YES_NO = "Answer yes or no."
+# Answer instructions, chosen on the embedded SmolLM2-135M's answers. Asked "Answer with just the number." or
+# "Answer yes or no.", it explained, listed terms or spelled letter by letter: 44 of 363 answers ran past 64
+# tokens, 11 of them into loops no token limit ends. With these wordings every answer ends by itself (the
+# longest after 162 tokens), within the default --ipw-max-tokens (core/defaults.py). Reword them only with
+# a new measurement (docs/datasets.md, "Answer instructions").
+NUMBER_ONLY = "Reply with only the number, without any explanation."
+YES_NO = "Reply with one word: yes or no."
 LETTER_ONLY = "Answer with the letter only."
+UPPERCASE_ONLY = "Reply with only the uppercase word."
+REVERSED_ONLY = 'Reply with only the reversed word. For example, "cat" reversed is "tac".'
+LETTERS_ONLY = "Reply with only those letters, as one word."
 
 Row = dict[str, Any]
 
@@ -589,7 +597,8 @@ def gen_logic(rng: random.Random) -> list[Row]:
     # number sequences: next term
     def seq_row(terms: list[int], nxt: int, difficulty: str) -> None:
         shown = ", ".join(str(t) for t in terms)
-        prompt = f"What is the next number in the sequence {shown}, ...? {NUMBER_ONLY}"
+        # no trailing ", ...": it invites the model to go on listing terms instead of answering
+        prompt = f"What is the next number in the sequence {shown}? {NUMBER_ONLY}"
         if any(r["prompt"] == prompt for r in rows):
             return  # redraw (see until)
         rows.append(row(prompt, str(nxt), "logic", "reasoning", "numeric", difficulty))
@@ -661,7 +670,7 @@ def gen_strings(rng: random.Random) -> list[Row]:
 
     # easy: uppercase (case-sensitive regex: the case change *is* the task)
     for word in rng.sample(MEDIUM_WORDS + SHORT_WORDS, 10):
-        rows.append(row(f"Write the word \"{word}\" in uppercase letters. Answer with the word only.",
+        rows.append(row(f"Write the word \"{word}\" in uppercase letters. {UPPERCASE_ONLY}",
                         rf"(?-i:\b{word.upper()}\b)", "strings", "chat", "regex", "easy"))
 
     def short_sentence() -> str:  # 3 to 5 words
@@ -697,8 +706,8 @@ def gen_strings(rng: random.Random) -> list[Row]:
                         str(counts[letter]), "strings", "chat", "numeric", difficulty))
 
     def reverse(word: str, difficulty: str) -> None:
-        rows.append(row(f"Write the word \"{word}\" with its letters in reverse order. Answer with the reversed word "
-                        "only.", word[::-1], "strings", "chat", "exact", difficulty))
+        rows.append(row(f"Write the word \"{word}\" with its letters in reverse order. {REVERSED_ONLY}", word[::-1],
+                        "strings", "chat", "exact", difficulty))
 
     def initials(n: int, difficulty: str) -> None:
         words = rng.sample(PHRASE_WORDS, n)
@@ -706,7 +715,7 @@ def gen_strings(rng: random.Random) -> list[Row]:
         # Accept "qbf", "QBF", "Q B F", "Q, B, F", "Q-B-F": separators are up to three non-word characters.
         pattern = r"\b" + r"\W{0,3}".join(letters) + r"\b"
         rows.append(row(f"Take the first letter of each word in \"{' '.join(words)}\" and write them together as one "
-                        "string. Answer with the letters only.", pattern, "strings", "chat", "regex", difficulty))
+                        f"string. {LETTERS_ONLY}", pattern, "strings", "chat", "regex", difficulty))
 
     for _ in range(5):
         word_count("easy")

@@ -8,7 +8,7 @@ STORAGE_DIR = ".ipw"
 # generation: deterministic by default, like the study
 TEMPERATURE = 0.0
 SEED = 0
-MAX_TOKENS = 64
+MAX_TOKENS = 256  # the embedded model ends all 363 shipped answers within it (longest: 162 tokens)
 CONTEXT_SIZE = 2048
 BATCH_SIZE = 1  # queries per engine call; only batching backends (vllm) accept more
 REQUEST_TIMEOUT_S = 120.0  # HTTP backends: per request, connect and each read
