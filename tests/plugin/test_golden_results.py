@@ -35,8 +35,9 @@ def test_the_results_document_keeps_every_old_field_and_value(pytester: pytest.P
         shutil.copy(GOLDEN / name, pytester.path / name)
     pytester.makeconftest(fixed_meter_conftest(2.0))
     pytester.makepyfile(test_bench="def test_answer(ipw_bench):\n    ipw_bench()\n")
+    # the golden run was made at the old default limit (64 tokens; 256 since issue 14): the same settings here
     result = pytester.runpytest("-p", "no:cacheprovider", "--ipw-dataset=queries.jsonl", "--ipw-model=recorded:model.jsonl",
-                                "--ipw-idle-seconds=0", "--ipw-json=out.json")
+                                "--ipw-idle-seconds=0", "--ipw-json=out.json", "--ipw-max-tokens=64")
     result.assert_outcomes(passed=26)
     old = json.loads((GOLDEN / "results-0acd67f.json").read_text())
     new = json.loads((pytester.path / "out.json").read_text())

@@ -108,7 +108,7 @@ def test_report_shows_tokens_out_beside_accuracy_and_the_truncation_flag(pyteste
         for i, q in enumerate(queries)))
     pytester.makepyfile(test_bench="def test_answer(ipw_bench):\n    ipw_bench()\n")
     result = pytester.runpytest("-p", "no:cacheprovider", "--ipw-dataset=queries.jsonl",
-                                "--ipw-model=recorded:answers.jsonl", "--ipw-json=run.json")
+                                "--ipw-model=recorded:answers.jsonl", "--ipw-json=run.json", "--ipw-max-tokens=64")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "*model*accel*queries*accuracy (95% CI)*tok out*unscorable*",
