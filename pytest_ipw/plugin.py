@@ -103,9 +103,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if session.collection_errors:
         message, where = next(iter(session.collection_errors.items()))
         raise pytest.UsageError(f"pytest-ipw: {message} (while collecting {where})")
-    for item in items:
-        if "ipw_target" not in getattr(item, "fixturenames", ()):
-            continue
+    benchmarks = [item for item in items if "ipw_target" in getattr(item, "fixturenames", ())]
+    if benchmarks and not session.options.explicitly_used:  # (options the user named were checked at start-up)
+        try:
+            session.check_models()  # e.g. the default model without the [llama] extra: one line, no test run
+        except IPWUsageError as exc:
+            raise pytest.UsageError(f"pytest-ipw: {exc}") from None
+    for item in benchmarks:
         marker = item.get_closest_marker("ipw")
         benchmark = item.nodeid.split("[", 1)[0]
         if benchmark not in session.benchmark_markers:

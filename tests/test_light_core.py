@@ -121,6 +121,20 @@ def test_the_plugin_stops_before_any_test_with_one_line(pytester, monkeypatch, b
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
+def test_a_run_with_every_default_also_stops_before_any_test(pytester, monkeypatch):
+    """`pytest benchmarks/` on the core install: the default model needs the [llama] extra."""
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    pytester.makepyfile(test_bench="def test_answer(ipw_bench):\n    ipw_bench()\n", test_plain="def test_x():\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == ('ERROR: pytest-ipw: --ipw-model=smollm2-135m (llama.cpp, in-process) needs '
+                                      'llama-cpp-python (the [llama] extra): pip install "pytest-ipw[llama]"')
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    # a suite without benchmarks is not asked for the extra
+    (pytester.path / "test_bench.py").unlink()
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
 # --------------------------------------------------------------------------- local files without `datasets`
 
 def test_csv_and_parquet_read_without_datasets_and_leave_the_environment_alone(tmp_path):

@@ -233,8 +233,9 @@ class IPWSession:
         """The judge as ``score(..., judge=)`` wants it; its energy is read from ``meter`` in its own window."""
         return functools.partial(self.judge, meter=meter)
 
-    def validate(self) -> None:
-        """Resolve everything the user named, so bad input fails before any test runs."""
+    def check_models(self) -> None:
+        """The models (and judge) can be loaded here: files exist, backends and their extras are installed.
+        Cheap (no runtime is imported), so even a run with every default checks it before any test."""
         from pytest_ipw.backends import check_backend_spec
 
         for model in self.models:
@@ -243,6 +244,10 @@ class IPWSession:
             from pytest_ipw.backends.models import parse_model_spec
 
             check_backend_spec(parse_model_spec(self.options.judge, option="--ipw-judge"))
+
+    def validate(self) -> None:
+        """Resolve everything the user named, so bad input fails before any test runs."""
+        self.check_models()
         if self.options.batch_size > 1:
             from pytest_ipw.backends import backend_batches
 
