@@ -4,6 +4,9 @@
 re-quantisations, recorded by ``tests/data/record_scoring_answers.py``) and hand-written answers in the
 styles that fooled the scorers (fractions, scientific notation, self-correction, hedges, the letter A,
 negation, alternatives, restated premises), each with the query, the human verdict and a one-line reason.
+An item on a shipped query carries that query as it is now; where the shipped wording changed after the
+answer was given (issue 14 reworded the answer instructions), ``prompt_when_answered`` keeps the wording the
+model answered.
 
 Verdicts are ``correct``, ``incorrect`` or ``no answer``. Every item must agree on correct vs not. For the
 hand-written numeric and choice items the scorer must also tell a wrong answer from no answer (a hedge,
