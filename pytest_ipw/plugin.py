@@ -265,17 +265,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         write(phases)
         write("")
     write("accuracy by domain; coverage = share of queries at least one model × accelerator answered correctly")
-    write(domain_table(ipw.records, coverage(ipw.records)))
+    write(domain_table(ipw.table, coverage(ipw.table)))
     write("")
     notes = {t: info["fallback_reason"] for t, info in ipw.meter_info.items() if info.get("fallback_reason")}
-    for line in provenance_notes(ipw.records, notes, workers=getattr(config.option, "numprocesses", None) or 0):
+    for line in provenance_notes(ipw.table, notes, workers=getattr(config.option, "numprocesses", None) or 0):
         write(line)
-    for line in phase_notes(ipw.records) + repeat_lines(ipw.records):
+    for line in phase_notes(ipw.table) + repeat_lines(ipw.table):
         write(line)
     from pytest_ipw.analysis.quality import quality_lines
     from pytest_ipw.queries.sources import skipped_lines
 
-    for line in skipped_lines(ipw.query_set.sources) + quality_lines(ipw.records, ipw.options.max_tokens):
+    for line in skipped_lines(ipw.query_set.sources) + quality_lines(ipw.table, ipw.options.max_tokens):
         write(line, red=line.startswith("OUTPUT TRUNCATED"))
     for line in error_lines(ipw.results["query_errors"]):
         write(line, red=True)

@@ -18,9 +18,12 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from pytest_ipw.core.systems import record_system, system_label
+
+if TYPE_CHECKING:
+    from pytest_ipw.analysis.table import RecordTable
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -41,15 +44,18 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default method), ``q`` in [0, 100]."""
-    if not values:
+    if len(values) == 0:
         return math.nan
     if not 0 <= q <= 100:
         raise ValueError(f"percentile q must lie in [0, 100], got {q}")
-    ordered = sorted(values)
+    import numpy as np
+
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
     position = (len(ordered) - 1) * q / 100
     lower = math.floor(position)
     upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+    low, high = float(ordered[lower]), float(ordered[upper])
+    return low + (high - low) * (position - lower)
 
 
 def safe_ratio(numerator: float, denominator: float) -> float | None:
@@ -120,55 +126,131 @@ class Summary:
         return {**self.__dict__, "system": self.system}
 
 
+def energy_columns(records: "Sequence[Mapping[str, Any]] | RecordTable") -> tuple[Any, Any]:
+    """Per record, (joules, watts) on its ``energy_basis`` as arrays: total, or active (the idle baseline
+    subtracted; watts = active joules over the window's seconds, 0 for an empty window)."""
+    import numpy as np
+
+    from pytest_ipw.analysis.table import as_table
+
+    table = as_table(records)
+    codes, labels = table.codes("energy_basis", "total")
+    active = np.array([label == "active" for label in labels], dtype=bool)[codes] if labels else np.zeros(0, bool)
+    joules, watts = table.numbers("joules"), table.numbers("watts")
+    if not active.any():
+        return joules, watts
+    joules_active, seconds = table.numbers("joules_active"), np.nan_to_num(table.numbers("seconds"))
+    lacking = active & np.isnan(joules_active)
+    if lacking.any():
+        query_id = table.records[int(np.flatnonzero(lacking)[0])].get("query_id")
+        raise ValueError(f"record {query_id!r} asks for active energy but has no idle baseline")
+    active_watts = np.divide(joules_active, seconds, out=np.zeros(len(table)), where=seconds > 0)
+    return np.where(active, joules_active, joules), np.where(active, active_watts, watts)
+
+
 def record_energy(record: Mapping[str, Any]) -> tuple[float, float]:
-    """(joules, watts) of a record on its ``energy_basis``: total, or active (idle baseline subtracted)."""
-    if record.get("energy_basis", "total") != "active":
-        return record["joules"], record["watts"]
-    active = record.get("joules_active")
-    if active is None:
-        raise ValueError(f"record {record.get('query_id')!r} asks for active energy but has no idle baseline")
-    seconds = record.get("seconds") or 0.0
-    return active, (active / seconds if seconds > 0 else 0.0)
+    """(joules, watts) of one record on its ``energy_basis`` (the rule: :func:`energy_columns`)."""
+    joules, watts = energy_columns([record])
+    return float(joules[0]), float(watts[0])
 
 
-def summarize_systems(records: Iterable[Mapping[str, Any]]) -> list[Summary]:
+def excluded_windows(records: "Sequence[Mapping[str, Any]] | RecordTable") -> Any:
+    """Per record, whether its window's energy is unknown (``meters.base.EXCLUDED_FLAGS``), as a bool array."""
+    import numpy as np
+
+    from pytest_ipw.analysis.table import as_table
+    from pytest_ipw.meters.base import energy_exclusions
+
+    def make(t: "RecordTable") -> Any:
+        flagged = t.flags("meter_flags")  # most windows carry no flag at all
+        excluded = np.zeros(len(t), dtype=np.bool_)
+        for position in np.flatnonzero(flagged).tolist():
+            excluded[position] = bool(energy_exclusions(t.records[position].get("meter_flags")))
+        return excluded
+
+    return as_table(records).derived("excluded", make)
+
+
+def system_codes(records: "Sequence[Mapping[str, Any]] | RecordTable") -> tuple[Any, list[str]]:
+    """Per record, the code of its system (:func:`~pytest_ipw.core.systems.record_system`), and the systems
+    in first-seen order."""
+    from pytest_ipw.analysis.table import as_table, encode
+
+    table = as_table(records)
+    def make(t: "RecordTable") -> tuple[Any, list[str]]:
+        codes, labels = t.codes("system")
+        if all(labels):  # every record carries its label (a finished run's records do)
+            return codes, [str(label) for label in labels]
+        return encode(list(map(record_system, t.records)))
+
+    return table.derived("system", make)
+
+
+def summarize_systems(records: "Sequence[Mapping[str, Any]] | RecordTable") -> list[Summary]:
     """One :class:`Summary` per system (model × accelerator, and benchmark where several ran), first-seen order."""
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(record_system(record), []).append(record)
-    return [summarize(group) for group in groups.values()]
+    from pytest_ipw.analysis.table import as_table, group_positions
+
+    table = as_table(records)
+    if not len(table):
+        return []
+    codes, systems = system_codes(table)
+    return [_summary(table, rows, system) for rows, system in zip(group_positions(codes, len(systems)), systems)]
 
 
-def phase_energy(record: Mapping[str, Any]) -> tuple[float, float] | None:
-    """(prefill, decode) joules of a record on its ``energy_basis`` (active: each phase less the idle baseline
-    over its time), or None when its window was not split at the first token."""
-    prefill, decode = record.get("prefill_joules"), record.get("decode_joules")
-    if prefill is None or decode is None:
-        return None
-    idle = record.get("idle_watts")
-    if record.get("energy_basis", "total") == "active" and idle is not None:
-        prefill = max(0.0, prefill - idle * (record.get("prefill_s") or 0.0))
-        decode = max(0.0, decode - idle * (record.get("decode_s") or 0.0))
+def phase_columns(records: "Sequence[Mapping[str, Any]] | RecordTable") -> tuple[Any, Any]:
+    """Per record, (prefill, decode) joules on its ``energy_basis`` (active: each phase less the idle baseline
+    over its time, not below 0); NaN where the window was not split at the first token."""
+    import numpy as np
+
+    from pytest_ipw.analysis.table import as_table
+
+    table = as_table(records)
+    prefill, decode = table.numbers("prefill_joules"), table.numbers("decode_joules")
+    split = ~(np.isnan(prefill) | np.isnan(decode))
+    prefill, decode = np.where(split, prefill, np.nan), np.where(split, decode, np.nan)
+    codes, labels = table.codes("energy_basis", "total")
+    idle = table.numbers("idle_watts")
+    active = np.array([label == "active" for label in labels], dtype=bool)[codes] & ~np.isnan(idle)
+    if active.any():
+        prefill = np.where(active, np.maximum(0.0, prefill - idle * np.nan_to_num(table.numbers("prefill_s"))), prefill)
+        decode = np.where(active, np.maximum(0.0, decode - idle * np.nan_to_num(table.numbers("decode_s"))), decode)
     return prefill, decode
 
 
-def _phase_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    split = [(r, phase_energy(r)) for r in records]
-    split = [(r, e) for r, e in split if e is not None]
-    if not split:
+def phase_energy(record: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(prefill, decode) joules of one record on its ``energy_basis``, or None when its window was not split
+    at the first token (the rule: :func:`phase_columns`)."""
+    prefill, decode = phase_columns([record])
+    return None if math.isnan(prefill[0]) else (float(prefill[0]), float(decode[0]))
+
+
+def _fsum(values: Any) -> float:
+    # math.fsum: correctly rounded whatever the order, so a summary does not depend on how records were grouped
+    return math.fsum(values.tolist())
+
+
+def _phase_summary(table: "RecordTable", rows: Any) -> dict[str, Any]:
+    import numpy as np
+
+    prefill, decode = (column[rows] for column in phase_columns(table))
+    split = ~np.isnan(prefill)
+    n = int(split.sum())
+    if not n:
         return {}
-    n = len(split)
-    with_prompt = [(r, e) for r, e in split if r.get("tokens_in")]
-    decode_tokens = math.fsum(r.get("decode_tokens") or 0 for r, _ in split)
+
+    def split_numbers(name: str) -> Any:
+        return np.nan_to_num(table.numbers(name)[rows][split])  # absent or null counts as 0
+
+    tokens_in = split_numbers("tokens_in")
+    with_prompt = tokens_in != 0
     return {
         "phase_queries": n,
-        "prefill_joules": math.fsum(r["prefill_joules"] for r, _ in split) / n,
-        "prefill_s": math.fsum(r.get("prefill_s") or 0.0 for r, _ in split) / n,
-        "decode_joules": math.fsum(r["decode_joules"] for r, _ in split) / n,
-        "decode_s": math.fsum(r.get("decode_s") or 0.0 for r, _ in split) / n,
-        "joules_per_input_token": safe_ratio(math.fsum(e[0] for _, e in with_prompt),
-                                             math.fsum(r["tokens_in"] for r, _ in with_prompt)),
-        "joules_per_output_token": safe_ratio(math.fsum(e[1] for _, e in split), decode_tokens),
+        "prefill_joules": _fsum(table.numbers("prefill_joules")[rows][split]) / n,
+        "prefill_s": _fsum(split_numbers("prefill_s")) / n,
+        "decode_joules": _fsum(table.numbers("decode_joules")[rows][split]) / n,
+        "decode_s": _fsum(split_numbers("decode_s")) / n,
+        "joules_per_input_token": safe_ratio(_fsum(prefill[split][with_prompt]), _fsum(tokens_in[with_prompt])),
+        "joules_per_output_token": safe_ratio(_fsum(decode[split]), _fsum(split_numbers("decode_tokens"))),
     }
 
 
@@ -182,8 +264,12 @@ def _round_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
     return (record["model"], record["accelerator"], record.get("benchmark"), record["query_id"])
 
 
-def has_rounds(records: Iterable[Mapping[str, Any]]) -> bool:
+def has_rounds(records: "Iterable[Mapping[str, Any]] | RecordTable") -> bool:
     """Whether any record is a second or later round of ``--ipw-repeat``."""
+    from pytest_ipw.analysis.table import RecordTable
+
+    if isinstance(records, RecordTable):
+        return bool((records.numbers("round") > 1).any())
     return any((r.get("round") or 1) > 1 for r in records)
 
 
@@ -223,10 +309,10 @@ def coefficient_of_variation(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) / mean if mean > 0 else None
 
 
-def query_rounds(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def query_rounds(records: "Sequence[Mapping[str, Any]] | RecordTable") -> list[dict[str, Any]]:
     """Per query with several rounds: its mean energy and latency and their coefficients of variation."""
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
-    for record in records:
+    for record in _records_of(records):
         groups.setdefault(_round_key(record), []).append(record)
     rows = []
     for (model, accelerator, benchmark, query_id), items in groups.items():
@@ -242,12 +328,19 @@ def query_rounds(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def round_noise(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _records_of(records: "Sequence[Mapping[str, Any]] | RecordTable") -> Sequence[Mapping[str, Any]]:
+    from pytest_ipw.analysis.table import RecordTable
+
+    return records.records if isinstance(records, RecordTable) else records
+
+
+def round_noise(records: "Sequence[Mapping[str, Any]] | RecordTable") -> list[dict[str, Any]]:
     """Run-to-run noise per model × accelerator, from the queries' rounds: the median, 90th percentile and
     largest coefficient of variation of per-query energy (and of latency), and whether every round started
     from an empty prompt cache. Empty without repeats."""
     if not has_rounds(records):
         return []
+    records = _records_of(records)
     out = []
     for (model, accelerator), rows in group_by(query_rounds(records), "model", "accelerator").items():
         energy = [r["cv_joules"] for r in rows if r["cv_joules"] is not None]
@@ -268,40 +361,60 @@ def round_noise(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
+def summarize(records: "Sequence[Mapping[str, Any]] | RecordTable") -> Summary:
     """Aggregate the records of one model × accelerator (all records must share them).
 
     With ``--ipw-repeat`` the rounds of each query are averaged first (:func:`collapse_rounds`), so that a
     query counts once in accuracy and its interval, and the spread over rounds is reported beside.
     """
-    if not records:
+    from pytest_ipw.analysis.table import as_table
+
+    table = as_table(records)
+    if not len(table):
         raise ValueError("cannot summarise an empty set of records")
-    models = {r["model"] for r in records}
-    accelerators = {r["accelerator"] for r in records}
-    systems = {record_system(r) for r in records}
-    if len(models) != 1 or len(accelerators) != 1 or len(systems) != 1:
+    summaries = summarize_systems(table)
+    models, accelerators = table.codes("model")[1], table.codes("accelerator")[1]
+    if len(summaries) != 1 or len(models) != 1 or len(accelerators) != 1:
         raise ValueError("summarize() takes the records of one model × accelerator (× benchmark); group them first")
-    system = systems.pop()
-    benchmark = system.rsplit("[", 1)[1].rstrip("]") if system.endswith("]") else None
-    noise = round_noise(records)
-    records = collapse_rounds(records)
-    n = len(records)
-    correct = sum(1 for r in records if r["correct"])
-    unscorable = sum(1 for r in records if r["unscorable"])
+    return summaries[0]
+
+
+def _distinct(table: "RecordTable", rows: Any, name: str, default: Any) -> list[Any]:
+    import numpy as np
+
+    codes, labels = table.codes(name, default)
+    return [labels[c] for c in np.unique(codes[rows]).tolist()]
+
+
+def _summary(table: "RecordTable", rows: Any, system: str) -> Summary:
+    """The summary of one system's records (``rows`` of ``table``)."""
+    import numpy as np
+
+    from pytest_ipw.analysis.table import RecordTable
+
+    noise = round_noise([table.records[i] for i in rows.tolist()]) if has_rounds(table) else []
+    if noise:  # --ipw-repeat: one record per query, the mean of its rounds
+        table = RecordTable(collapse_rounds([table.records[i] for i in rows.tolist()]))
+        rows = np.arange(len(table))
+    n = len(rows)
+    correct = int(table.flags("correct")[rows].sum())
+    unscorable = int(table.flags("unscorable")[rows].sum())
     accuracy = correct / n
     low, high = wilson_interval(correct, n)
-    from pytest_ipw.meters.base import energy_exclusions
-
-    energy = [record_energy(r) for r in records if not energy_exclusions(r.get("meter_flags"))]
-    mean_joules: float | None = math.fsum(j for j, _ in energy) / len(energy) if energy else None
-    mean_watts: float | None = math.fsum(w for _, w in energy) / len(energy) if energy else None
-    idle = [r["idle_watts"] for r in records if r.get("idle_watts") is not None]
-    generation_seconds = math.fsum(r["latency_s"] for r in records)
-    tokens_out = sum(r["tokens_out"] for r in records)
-    latencies = [r["latency_s"] for r in records]
+    counted = rows[~excluded_windows(table)[rows]]
+    joules, watts = (column[counted] for column in energy_columns(table)) if len(counted) else ([], [])
+    mean_joules: float | None = _fsum(np.asarray(joules)) / len(counted) if len(counted) else None
+    mean_watts: float | None = _fsum(np.asarray(watts)) / len(counted) if len(counted) else None
+    idle = table.numbers("idle_watts")[rows]
+    idle = idle[~np.isnan(idle)]
+    latencies = table.numbers("latency_s")[rows]
+    generation_seconds = _fsum(latencies)
+    tokens_out = _fsum(table.numbers("tokens_out")[rows])
+    benchmark = system.rsplit("[", 1)[1].rstrip("]") if system.endswith("]") else None
+    first = int(rows[0])
     return Summary(
-        model=models.pop(),
-        accelerator=accelerators.pop(),
+        model=str(table.records[first]["model"]),
+        accelerator=str(table.records[first]["accelerator"]),
         benchmark=benchmark,
         queries=n,
         correct=correct,
@@ -309,8 +422,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
         accuracy=accuracy,
         accuracy_low=low,
         accuracy_high=high,
-        mean_joules=mean_joules,
-        mean_watts=mean_watts,
+        mean_joules=mean_joules,  # type: ignore[arg-type]
+        mean_watts=mean_watts,  # type: ignore[arg-type]
         ipw=safe_ratio(accuracy, mean_watts),  # type: ignore[arg-type]
         ipj=safe_ratio(accuracy, mean_joules),  # type: ignore[arg-type]
         joules_per_correct=None if mean_joules is None else safe_ratio(mean_joules * n, correct),
@@ -318,13 +431,13 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
         latency_p95_s=percentile(latencies, 95),
         tokens_per_s=safe_ratio(tokens_out, generation_seconds),
         mean_tokens_out=tokens_out / n,
-        provenance=combine_provenance(r["provenance"] for r in records),
-        meter=" + ".join(sorted({r["meter"] for r in records})),
-        domain=" + ".join(sorted({r.get("energy_domain", "?") for r in records})),
-        energy_basis=combine_provenance(r.get("energy_basis", "total") for r in records),
-        idle_watts=math.fsum(idle) / len(idle) if idle else None,
-        energy_excluded=n - len(energy),
-        **_phase_summary(records),
+        provenance=combine_provenance(_distinct(table, rows, "provenance", None)),
+        meter=" + ".join(sorted(_distinct(table, rows, "meter", None))),
+        domain=" + ".join(sorted(_distinct(table, rows, "energy_domain", "?"))),
+        energy_basis=combine_provenance(_distinct(table, rows, "energy_basis", "total")),
+        idle_watts=_fsum(idle) / len(idle) if len(idle) else None,
+        energy_excluded=n - len(counted),
+        **_phase_summary(table, rows),
         **({"rounds": noise[0]["rounds"], "energy_cv_median": noise[0]["energy_cv_median"],
             "energy_cv_max": noise[0]["energy_cv_max"]} if noise else {}),
     )
@@ -343,14 +456,24 @@ def group_by(records: Iterable[Mapping[str, Any]], *keys: str) -> dict[tuple[Any
     return groups
 
 
-def accuracy_by(records: Iterable[Mapping[str, Any]], key: str) -> dict[tuple[str, str, str, str], tuple[int, int]]:
-    """(system, model, accelerator, key value) -> (correct, total), e.g. accuracy per domain."""
-    table: dict[tuple[str, str, str, str], tuple[int, int]] = {}
-    for record in records:
-        cell = (record_system(record), record["model"], record["accelerator"], record[key])
-        hits, total = table.get(cell, (0, 0))
-        table[cell] = (hits + bool(record["correct"]), total + 1)
-    return table
+def accuracy_by(records: "Iterable[Mapping[str, Any]] | RecordTable",
+                key: str) -> dict[tuple[str, str, str, str], tuple[int, int]]:
+    """(system, model, accelerator, key value) -> (correct, total), e.g. accuracy per domain; first-seen order."""
+    import numpy as np
+
+    from pytest_ipw.analysis.table import as_table, combine
+
+    table = as_table(records)
+    if not len(table):
+        return {}
+    fields = [system_codes(table), table.codes("model"), table.codes("accelerator"), table.codes(key)]
+    cells, size, first = combine(*((codes, len(labels)) for codes, labels in fields))
+    totals = np.bincount(cells, minlength=size)
+    hits = np.bincount(cells, weights=table.flags("correct"), minlength=size)
+    out = {}
+    for cell, position in enumerate(first.tolist()):
+        out[tuple(labels[codes[position]] for codes, labels in fields)] = (int(hits[cell]), int(totals[cell]))
+    return out  # type: ignore[return-value]
 
 
 def accuracy_by_domain_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -385,28 +508,39 @@ class Coverage:
         }
 
 
-def solved_by_any(records: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
-    """Query id -> whether at least one of the records of that query is correct."""
-    solved: dict[str, bool] = {}
-    for record in records:
-        query_id = record["query_id"]
-        solved[query_id] = solved.get(query_id, False) or bool(record["correct"])
-    return solved
+def solved_by_any(records: "Iterable[Mapping[str, Any]] | RecordTable") -> dict[str, bool]:
+    """Query id -> whether at least one of the records of that query is correct (first-seen order)."""
+    import numpy as np
+
+    from pytest_ipw.analysis.table import as_table
+
+    table = as_table(records)
+    codes, query_ids = table.codes("query_id")
+    hits = np.bincount(codes, weights=table.flags("correct"), minlength=len(query_ids)) > 0
+    return dict(zip(query_ids, hits.tolist()))
 
 
-def coverage(records: Iterable[Mapping[str, Any]]) -> Coverage:
-    """Coverage over every query that appears in ``records`` (keyed by query id)."""
-    records = list(records)
-    solved = solved_by_any(records)
-    domain_of = {record["query_id"]: record["domain"] for record in records}
-    systems = {record_system(record) for record in records}
-    by_domain: dict[str, tuple[int, int]] = {}
-    for query_id, ok in solved.items():
-        hit, total = by_domain.get(domain_of[query_id], (0, 0))
-        by_domain[domain_of[query_id]] = (hit + ok, total + 1)
+def coverage(records: "Iterable[Mapping[str, Any]] | RecordTable") -> Coverage:
+    """Coverage over every query that appears in ``records`` (keyed by query id; a query's domain is that of
+    its last record)."""
+    import numpy as np
+
+    from pytest_ipw.analysis.table import as_table
+
+    table = as_table(records)
+    codes, query_ids = table.codes("query_id")
+    solved = np.bincount(codes, weights=table.flags("correct"), minlength=len(query_ids)) > 0
+    domain_codes, domains = table.codes("domain")
+    last = np.zeros(len(query_ids), dtype=np.int64)
+    np.maximum.at(last, codes, np.arange(len(codes)))  # each query's last record
+    query_domain = domain_codes[last]
+    covered_by = np.bincount(query_domain, weights=solved, minlength=len(domains))
+    total_by = np.bincount(query_domain, minlength=len(domains))
+    by_domain = {domains[d]: (int(covered_by[d]), int(total_by[d])) for d in range(len(domains)) if total_by[d]}
+    systems = system_codes(table)[1]
     return Coverage(
         systems=tuple(sorted(systems)),
-        queries=len(solved),
-        covered=sum(solved.values()),
+        queries=len(query_ids),
+        covered=int(solved.sum()),
         by_domain=by_domain,
     )

@@ -16,8 +16,15 @@ Pure functions over per-query records (so they work the same after xdist, or on 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
 from pytest_ipw.core.systems import record_system
+
+if TYPE_CHECKING:
+    from pytest_ipw.analysis.table import RecordTable
+
+if TYPE_CHECKING:
+    from pytest_ipw.analysis.table import RecordTable
 
 #: share of truncated answers from which a model × accelerator is flagged
 TRUNCATION_FLAG_SHARE = 0.10
@@ -25,42 +32,47 @@ TRUNCATION_FLAG_SHARE = 0.10
 GAP_POINTS = 1.0
 
 
-def _groups(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(record_system(record), []).append(record)
-    return groups
-
-
-def quality_summary(records: Sequence[Mapping[str, Any]], max_tokens: int | None = None) -> list[dict[str, Any]]:
+def quality_summary(records: "Sequence[Mapping[str, Any]] | RecordTable", max_tokens: int | None = None) -> list[dict[str, Any]]:
     """One entry per system: strict/flexible accuracy, output length, truncation flag."""
+    import numpy as np
+
+    from pytest_ipw.analysis.metrics import system_codes
+    from pytest_ipw.analysis.table import as_table, group_positions
+
+    table = as_table(records)
+    codes, systems = system_codes(table)
+    strict_codes, strict_labels = table.codes("correct_strict")
+    strict_missing = np.array([label is None for label in strict_labels], dtype=bool)[strict_codes] \
+        if strict_labels else np.zeros(0, dtype=bool)
+    with_protocol = table.flags("strict_protocol")
     rows = []
-    for system, group in _groups(records).items():
+    for system, group in zip(systems, group_positions(codes, len(systems))):
         n = len(group)
-        strict = [r.get("correct_strict") for r in group]
-        truncated = sum(1 for r in group if r.get("truncated"))
+        truncated = int(table.flags("truncated")[group].sum())
         share = truncated / n
+        first = table.records[int(group[0])]
         rows.append({
             "system": system,
-            "model": group[0]["model"],
-            "accelerator": group[0]["accelerator"],
+            "model": first["model"],
+            "accelerator": first["accelerator"],
             "queries": n,
-            "accuracy_flexible": sum(1 for r in group if r["correct"]) / n,
+            "accuracy_flexible": int(table.flags("correct")[group].sum()) / n,
             # Records written before strict scoring existed have no strict reading: None, not a guess.
-            "accuracy_strict": (sum(1 for s in strict if s) / n) if all(s is not None for s in strict) else None,
-            "mean_tokens_out": math.fsum(r["tokens_out"] for r in group) / n,
+            "accuracy_strict": None if strict_missing[group].any() else int(table.flags("correct_strict")[group].sum()) / n,
+            "mean_tokens_out": math.fsum(table.numbers("tokens_out")[group].tolist()) / n,
             "truncated": truncated,
             "truncated_share": share,
             "truncation_flag": share >= TRUNCATION_FLAG_SHARE,
             "max_tokens": max_tokens,
-            "token_sources": sorted({str(r.get("token_source") or "runtime") for r in group}),
-            "official_strict": _official_strict(group),
+            "token_sources": sorted({str(source or "runtime") for (source,) in table.distinct("token_source", rows=group)}),
+            "official_strict": _official_strict([table.records[i] for i in group[with_protocol[group]].tolist()]),
         })
     return rows
 
 
 def _official_strict(group: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Strict vs flexible accuracy of the queries scored under each data set's official protocol."""
+    """Strict vs flexible accuracy of the queries scored under each data set's official protocol (``group``:
+    the records that name one)."""
     from pytest_ipw.queries.protocols import protocol_title
 
     by_protocol: dict[str, list[Mapping[str, Any]]] = {}
@@ -77,9 +89,15 @@ def _official_strict(group: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     return rows
 
 
-def judge_cost(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+def judge_cost(records: "Iterable[Mapping[str, Any]] | RecordTable") -> dict[str, Any] | None:
     """Totals of what the judge spent this run (cached verdicts cost nothing), or None without a judge."""
-    judged = [r["judge"] for r in records if isinstance(r.get("judge"), Mapping)]
+    import numpy as np
+
+    from pytest_ipw.analysis.table import as_table
+
+    table = as_table(records)
+    with_judge = (table.records[i].get("judge") for i in np.flatnonzero(table.flags("judge")).tolist())
+    judged = [j for j in with_judge if isinstance(j, Mapping)]
     if not judged:
         return None
     fresh = [j for j in judged if not j.get("cached")]
@@ -107,7 +125,7 @@ def _protocol_notes(summary: Sequence[Mapping[str, Any]]) -> list[str]:
             for name in used if name in PROTOCOLS and PROTOCOLS[name].deviations]
 
 
-def quality_lines(records: Sequence[Mapping[str, Any]], max_tokens: int | None = None) -> list[str]:
+def quality_lines(records: "Sequence[Mapping[str, Any]] | RecordTable", max_tokens: int | None = None) -> list[str]:
     """Report lines: strict vs flexible where they differ in kind, truncation flags, judge cost."""
     lines = []
     summary = quality_summary(records, max_tokens)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import random
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Literal, Mapping, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
-from pytest_ipw.analysis.metrics import Summary, combine_provenance, safe_ratio, summarize_systems
+from pytest_ipw.analysis.metrics import Summary, combine_provenance, safe_ratio, summarize_systems, system_codes
+from pytest_ipw.analysis.table import RecordTable, as_table
 from pytest_ipw.core.systems import record_system
 from pytest_ipw.analysis.model_info import REFERENCE, ModelInfo
 
@@ -39,9 +39,12 @@ ANALYSIS_FIELDS = ("query_id", "domain", "model", "accelerator", "correct", "uns
 
 def check_records(records: Sequence[Any], source: str) -> None:
     """One clear error for records the analyses cannot read (a foreign or damaged file)."""
+    required = frozenset(ANALYSIS_FIELDS)
     for index, record in enumerate(records):
         if not isinstance(record, Mapping):
             raise IPWUsageError(f"{source}: record {index} is not an object; the file is not pytest-ipw results")
+        if required <= record.keys():  # the common case, one set comparison
+            continue
         missing = [key for key in ANALYSIS_FIELDS if key not in record]
         if missing:
             raise IPWUsageError(f"{source}: record {index} lacks {', '.join(missing)}; "
@@ -51,21 +54,6 @@ def check_records(records: Sequence[Any], source: str) -> None:
 def system_of(record: Record) -> str:
     """The system of a record: ``model@accelerator``, with ``[benchmark]`` where several benchmarks ran."""
     return record_system(record)
-
-
-def member_of(record: Record, unit: Unit) -> str:
-    if unit == "system":
-        return system_of(record)
-    if unit == "model":
-        return str(record["model"])
-    raise ValueError(f"unit must be 'system' or 'model', got {unit!r}")
-
-
-def energy_of(record: Record, basis: str = "total") -> float:
-    """Joules of a record: ``total`` (the window's energy) or ``active`` (above the idle baseline, when known)."""
-    if basis == "active" and record.get("joules_active") is not None:
-        return float(record["joules_active"])
-    return float(record["joules"])
 
 
 # -- coverage --------------------------------------------------------------------------------------
@@ -94,21 +82,36 @@ class Outcomes:
     attempted: dict[str, frozenset[str]]  # member -> query ids it has a record for
 
 
-def outcomes(records: Iterable[Record], unit: Unit = "system") -> Outcomes:
+def outcomes(records: "Iterable[Record] | RecordTable", unit: Unit = "system") -> Outcomes:
     """Per member, the queries it attempted and answered correctly (a model counts on any accelerator)."""
-    queries: dict[str, tuple[str, str]] = {}
-    solved: dict[str, set[str]] = {}
-    attempted: dict[str, set[str]] = {}
-    for record in records:
-        query_id = str(record["query_id"])
-        queries.setdefault(query_id, (str(record.get("domain", "?")), str(record.get("split") or "?")))
-        member = member_of(record, unit)
-        attempted.setdefault(member, set()).add(query_id)
-        solved.setdefault(member, set())
-        if record["correct"]:
-            solved[member].add(query_id)
-    return Outcomes(queries, {m: frozenset(s) for m, s in solved.items()},
-                    {m: frozenset(s) for m, s in attempted.items()})
+    import numpy as np
+
+    table = as_table(records)
+    member_codes, members = _member_codes(table, unit)
+    query_codes, query_labels = table.codes("query_id")
+    query_ids = np.array([str(q) for q in query_labels], dtype=object)
+    first = np.full(len(query_ids), len(table), dtype=np.int64)
+    np.minimum.at(first, query_codes, np.arange(len(table)))  # each query's first record
+    domain_codes, domains = table.codes("domain", "?")
+    split_codes, splits = table.codes("split")
+    queries = {q: (str(domains[d]), str(splits[s] or "?"))
+               for q, d, s in zip(query_ids.tolist(), domain_codes[first].tolist(), split_codes[first].tolist())}
+    correct = table.flags("correct")
+    solved, attempted = {}, {}
+    for code, member in enumerate(members):
+        mine = member_codes == code
+        attempted[member] = frozenset(query_ids[query_codes[mine]].tolist())
+        solved[member] = frozenset(query_ids[query_codes[mine & correct]].tolist())
+    return Outcomes(queries, solved, attempted)
+
+
+def _member_codes(table: "RecordTable", unit: Unit) -> tuple[Any, list[str]]:
+    if unit == "system":
+        return system_codes(table)
+    if unit == "model":
+        codes, labels = table.codes("model")
+        return codes, [str(label) for label in labels]
+    raise ValueError(f"unit must be 'system' or 'model', got {unit!r}")
 
 
 @dataclass(frozen=True)
@@ -318,7 +321,7 @@ def local_vs_reference(records: Iterable[Record], reference: Collection[str],
 
 def reference_models(infos: Mapping[str, ModelInfo], records: Iterable[Record]) -> list[str]:
     """The models of ``records`` that the model info marks as ``reference``."""
-    present = {str(r["model"]) for r in records}
+    present = {str(model) for model in as_table(records).codes("model")[1]}
     return sorted(name for name, info in infos.items() if info.role == REFERENCE and name in present)
 
 
@@ -391,7 +394,7 @@ class RoutingAnalysis:
                             for r in self.results]}
 
 
-def choose_baseline(records: Sequence[Record], systems: Collection[str],
+def choose_baseline(records: "Sequence[Record] | RecordTable", systems: Collection[str],
                     parameters: Mapping[str, float] | None = None, basis: str = "total") -> tuple[str, str]:
     """The "always the largest model" system, and why it was chosen.
 
@@ -401,14 +404,9 @@ def choose_baseline(records: Sequence[Record], systems: Collection[str],
     """
     if not systems:
         raise IPWUsageError("routing needs at least one model × accelerator")
-    per_system: dict[str, list[float]] = {}
-    model_of: dict[str, str] = {}
-    for record in records:
-        name = system_of(record)
-        if name in systems:
-            per_system.setdefault(name, []).append(energy_of(record, basis))
-            model_of[name] = str(record["model"])
-    mean = {s: math.fsum(v) / len(v) for s, v in per_system.items()}
+    table = as_table(records)
+    mean = {s: e for s, e in _mean_energies(table, basis).items() if s in systems}
+    model_of = model_of_systems(table)
     sized = {s: parameters[model_of[s]] for s in mean if parameters and parameters.get(model_of[s])}
     if sized:
         largest = max(sized.values())
@@ -416,6 +414,39 @@ def choose_baseline(records: Sequence[Record], systems: Collection[str],
         return pick, f"the largest model by parameter count ({largest / 1e9:.3g}B)"
     pick = max(mean, key=lambda s: (mean[s], s))
     return pick, "the most energy per query (no parameter counts given: pass model info to choose by size)"
+
+
+def _energies(table: "RecordTable", basis: str) -> Any:
+    """Joules of every record, as an array: ``total`` (the window's energy) or ``active`` (above the idle
+    baseline, where known; total where not)."""
+    import numpy as np
+
+    joules = table.numbers("joules")
+    if basis != "active":
+        return joules
+    active = table.numbers("joules_active")
+    return np.where(np.isnan(active), joules, active)
+
+
+def _mean_energies(table: "RecordTable", basis: str) -> dict[str, float]:
+    """System -> mean joules per query on ``basis``."""
+    from pytest_ipw.analysis.table import group_positions
+
+    codes, systems = system_codes(table)
+    energy = _energies(table, basis)
+    return {system: math.fsum(energy[rows].tolist()) / len(rows)
+            for system, rows in zip(systems, group_positions(codes, len(systems)))}
+
+
+def model_of_systems(table: "RecordTable") -> dict[str, str]:
+    """System -> its model, systems in first-seen order."""
+    import numpy as np
+
+    codes, systems = system_codes(table)
+    model_codes, models = table.codes("model")
+    last = np.zeros(len(systems), dtype=np.int64)
+    np.maximum.at(last, codes, np.arange(len(table)))
+    return {system: str(models[model_codes[position]]) for system, position in zip(systems, last.tolist())}
 
 
 def routing_analysis(records: Sequence[Record], *, baseline: str | None = None, fallback: str | None = None,
@@ -437,27 +468,28 @@ def routing_analysis(records: Sequence[Record], *, baseline: str | None = None, 
     Only queries the baseline and the fallback both answered are routed; the rest are counted in
     ``skipped_queries``.
     """
-    records = list(records)
-    by_query: dict[str, dict[str, Record]] = {}
-    for record in records:
-        by_query.setdefault(str(record["query_id"]), {})[system_of(record)] = record
-    systems = {system_of(r) for r in records}
+    import numpy as np
+
+    table = as_table(records)
+    codes, system_names = system_codes(table)
+    systems = set(system_names)
+    model_of = model_of_systems(table)
     reference = set(reference)
-    reference_systems = sorted({system_of(r) for r in records if r["model"] in reference})
+    reference_systems = sorted(s for s in systems if model_of[s] in reference)
     if candidates is None:
-        chosen = sorted({system_of(r) for r in records if r["model"] not in reference})
+        chosen = sorted(s for s in systems if model_of[s] not in reference)
     else:
         chosen = _check_members(candidates, systems, "routing candidate(s)")
     if not chosen:
         raise IPWUsageError("routing needs at least one local (non-reference) model × accelerator to route to")
     if baseline is None:
-        baseline, reason = choose_baseline(records, chosen, parameters, basis)
+        baseline, reason = choose_baseline(table, chosen, parameters, basis)
     else:
         _check_members([baseline], systems, "baseline")
         reason = "chosen by the user"
     if fallback is None:
         if reference_systems:
-            means = {s: _mean_energy(records, s, basis) for s in reference_systems}
+            means = _mean_energies(table, basis)
             fallback = min(reference_systems, key=lambda s: (means[s], s))
         else:
             fallback = baseline
@@ -466,55 +498,71 @@ def routing_analysis(records: Sequence[Record], *, baseline: str | None = None, 
     for p in router_accuracies:
         if not 0 <= p <= 1:
             raise IPWUsageError(f"router accuracy must lie in 0..1, got {p}")
-    routable = sorted(q for q, answers in by_query.items() if baseline in answers and fallback in answers)
-    if not routable:
+
+    # queries × systems: the position of each query's (last) record on each system, -1 where it has none
+    query_codes, query_labels = table.codes("query_id")
+    query_ids = [str(q) for q in query_labels]
+    record_at = np.full((len(query_ids), len(system_names)), -1, dtype=np.int64)
+    np.maximum.at(record_at, (query_codes, codes), np.arange(len(table)))
+    column = {s: i for i, s in enumerate(system_names)}
+    present = record_at >= 0
+    routable = np.flatnonzero(present[:, column[baseline]] & present[:, column[fallback]])  # type: ignore[index]
+    routable = routable[np.argsort(np.array(query_ids, dtype=object)[routable], kind="stable")]  # by query id
+    if not len(routable):
         raise IPWUsageError(f"no query has records of both the baseline {baseline} and the fallback {fallback}; "
                             "routing needs them on the same queries")
+    at = record_at[routable]
+    energy, latency = _energies(table, basis), np.nan_to_num(table.numbers("latency_s"))
+    correct = table.flags("correct")
 
-    def oracle_choice(q: str) -> str:
-        answers = by_query[q]
-        right = [s for s in chosen if s in answers and answers[s]["correct"]]
-        if not right:
-            return fallback  # type: ignore[return-value]
-        return min(right, key=lambda s: (energy_of(answers[s], basis), float(answers[s].get("latency_s") or 0), s))
+    # the oracle: the candidate that answered correctly with the least energy (ties: latency, then name)
+    by_name = sorted(chosen)
+    candidate_at = at[:, [column[s] for s in by_name]]
+    right = (candidate_at >= 0) & correct[candidate_at]
+    least = np.where(right, energy[candidate_at], np.inf)
+    right &= least == least.min(axis=1, keepdims=True)
+    quickest = np.where(right, latency[candidate_at], np.inf)
+    right &= quickest == quickest.min(axis=1, keepdims=True)
+    fallback_code = len(system_names)  # a code past the systems: "send it to the fallback"
+    oracle = np.where(right.any(axis=1), np.array([column[s] for s in by_name])[right.argmax(axis=1)], fallback_code)
+    oracle = np.where(oracle == fallback_code, column[fallback], oracle)  # type: ignore[index]
 
-    oracle = {q: oracle_choice(q) for q in routable}
-    results = [_tally(f"always {baseline}", {q: baseline for q in routable}, by_query, basis),  # type: ignore[misc]
-               _tally("oracle", oracle, by_query, basis)]
+    def tally(name: str, routes: Any) -> RoutingResult:
+        used = at[np.arange(len(routable)), routes]
+        sent = np.bincount(routes, minlength=len(system_names))
+        provenance_codes, provenances = table.codes("provenance", "unknown")
+        return RoutingResult(
+            strategy=name,
+            queries=len(used),
+            correct=int(correct[used].sum()),
+            joules=math.fsum(energy[used].tolist()),
+            latency_s=math.fsum(latency[used].tolist()),
+            assignments={system_names[c]: int(sent[c]) for c in sorted(np.flatnonzero(sent).tolist(),
+                                                                        key=lambda c: system_names[c])},
+            provenance=combine_provenance(str(provenances[c]) for c in np.unique(provenance_codes[used]).tolist()),
+            choices=tuple(zip((query_ids[q] for q in routable.tolist()), (system_names[c] for c in routes.tolist()))),
+        )
+
+    results = [tally(f"always {baseline}", np.full(len(routable), column[baseline])),  # type: ignore[index]
+               tally("oracle", oracle)]
+    candidate_codes = np.array([column[s] for s in chosen])
+    has = at[:, candidate_codes] >= 0  # the candidates that answered each query, in the order given
     for p in router_accuracies:
-        rng = random.Random(f"{seed}:{p}")
-        routes = {}
-        for q in routable:
-            if rng.random() < p:
-                routes[q] = oracle[q]
-                continue
-            others = [s for s in chosen if s in by_query[q] and s != oracle[q]]
-            routes[q] = baseline if on_mistake == "baseline" or not others else rng.choice(others)
-        results.append(_tally(f"router {p:.0%} accurate", routes, by_query, basis))
+        # seeded per accuracy: the same seed and p give the same routes
+        rng = np.random.default_rng([seed % 2**32, int(round(p * 1_000_000))])
+        routes = oracle.copy()
+        wrong = np.flatnonzero(rng.random(len(routable)) >= p)
+        others = has[wrong] & (candidate_codes[None, :] != oracle[wrong, None])
+        if on_mistake == "baseline":
+            routes[wrong] = column[baseline]  # type: ignore[index]
+        else:
+            count = others.sum(axis=1)
+            pick = (rng.random(len(wrong)) * np.maximum(count, 1)).astype(np.int64)  # uniform among the others
+            nth = np.argmax(np.cumsum(others, axis=1) > pick[:, None], axis=1)
+            routes[wrong] = np.where(count > 0, candidate_codes[nth], column[baseline])  # type: ignore[index]
+        results.append(tally(f"router {p:.0%} accurate", routes))
     return RoutingAnalysis(baseline, reason, fallback, tuple(chosen), basis, tuple(results),  # type: ignore[arg-type]
-                           skipped_queries=len(by_query) - len(routable))
-
-
-def _mean_energy(records: Sequence[Record], system: str, basis: str) -> float:
-    values = [energy_of(r, basis) for r in records if system_of(r) == system]
-    return math.fsum(values) / len(values) if values else math.inf
-
-
-def _tally(name: str, routes: Mapping[str, str], by_query: Mapping[str, Mapping[str, Record]], basis: str) -> RoutingResult:
-    used = [by_query[q][s] for q, s in routes.items()]
-    assignments: dict[str, int] = {}
-    for system in routes.values():
-        assignments[system] = assignments.get(system, 0) + 1
-    return RoutingResult(
-        strategy=name,
-        queries=len(used),
-        correct=sum(1 for r in used if r["correct"]),
-        joules=math.fsum(energy_of(r, basis) for r in used),
-        latency_s=math.fsum(float(r.get("latency_s") or 0.0) for r in used),
-        assignments=dict(sorted(assignments.items())),
-        provenance=combine_provenance(str(r.get("provenance", "unknown")) for r in used),
-        choices=tuple(routes.items()),
-    )
+                           skipped_queries=len(query_ids) - len(routable))
 
 
 # -- trends and the Pareto frontier ----------------------------------------------------------------
@@ -560,10 +608,10 @@ def release_trends(summaries: Iterable[Summary], infos: Mapping[str, ModelInfo])
 def coverage_by_release(records: Iterable[Record], infos: Mapping[str, ModelInfo]) -> list[tuple[dt.date, str, Cell]]:
     """Coverage of all local models released up to each release date (reference models excluded):
     how much of the query set the best locally runnable models of the time could answer."""
-    records = list(records)
+    records = as_table(records)
     dated = sorted((info.release_date, name) for name, info in infos.items()
                    if info.release_date is not None and info.role != REFERENCE)
-    present = {str(r["model"]) for r in records}
+    present = {str(model) for model in records.codes("model")[1]}
     order = [name for _, name in dated if name in present]
     if not order:
         return []

@@ -35,10 +35,12 @@ from pytest_ipw.analysis.study import (
     release_trends,
     routing_analysis,
     summaries_of,
+    model_of_systems,
     system_of,
 )
 from pytest_ipw.core.errors import IPWUsageError
-from pytest_ipw.analysis.metrics import Summary, combine_provenance, round_noise
+from pytest_ipw.analysis.metrics import Summary, combine_provenance, round_noise, system_codes
+from pytest_ipw.analysis.table import RecordTable, as_table
 from pytest_ipw.hardware.card import card_differences
 from pytest_ipw.analysis.model_info import ModelInfo, parse_model_info
 from pytest_ipw.core.files import dump_json
@@ -74,9 +76,11 @@ def _pct(value: float | None) -> str:
 
 # -- provenance ------------------------------------------------------------------------------------
 
-def energy_caption(records: Iterable[Mapping[str, Any]], basis: str = "total") -> str:
-    """One line naming every sensor behind the energy figures, and whether they were measured."""
-    sensors = sorted({(str(r.get("provenance", "unknown")), str(r.get("meter", "unknown"))) for r in records})
+def energy_caption(records: "Iterable[Mapping[str, Any]] | RecordTable", basis: str = "total", rows: Any = None) -> str:
+    """One line naming every sensor behind the energy figures (of ``rows`` of the records, where given), and
+    whether they were measured."""
+    sensors = sorted({(str(p), str(m)) for p, m in as_table(records).distinct("provenance", "meter", default="unknown",
+                                                                              rows=rows)})
     overall = combine_provenance(p for p, _ in sensors)
     parts = [f"{p.upper()} by {m}" for p, m in sensors]
     head = {"measured": "energy MEASURED", "estimated": "energy ESTIMATED (a power model, not a measurement)",
@@ -85,7 +89,7 @@ def energy_caption(records: Iterable[Mapping[str, Any]], basis: str = "total") -
     return f"{head}{basis_note} — " + "; ".join(parts)
 
 
-def provenance_lines(document: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> list[str]:
+def provenance_lines(document: Mapping[str, Any], records: "Sequence[Mapping[str, Any]] | RecordTable") -> list[str]:
     from pytest_ipw.report.terminal import provenance_notes
 
     notes: dict[str, str] = {}
@@ -107,6 +111,7 @@ class ReportData:
 
     title: str
     records: list[Mapping[str, Any]]
+    table: RecordTable  # the records as columns, for every figure computed over all of them
     basis: str
     summaries: list[Summary]
     coverage: CoverageAnalysis
@@ -128,33 +133,36 @@ class ReportData:
 
 def analyse(document: Mapping[str, Any], model_info: Mapping[str, ModelInfo] | None = None,
             history: Sequence[HistoryEntry] = (), title: str = "pytest-ipw report") -> ReportData:
+    import numpy as np
+
     records = list(document.get("records") or [])
     if not records:
         raise IPWUsageError("the run has no records to report (no query finished)")
     check_records(records, "the report's results")
+    table = RecordTable(records)
     infos = dict(model_info or {})
     if not infos and isinstance(document.get("model_info"), Mapping):
         infos = parse_model_info(document["model_info"], "the results file's model_info")
     basis = (document.get("settings", {}).get("energy") or {}).get("basis")
     if basis is None:  # a merged file: the runs' own basis, when they all agree
-        bases = {r.get("energy_basis") for r in records}
-        basis = bases.pop() if len(bases) == 1 else None
+        bases = table.codes("energy_basis")[1]
+        basis = bases[0] if len(bases) == 1 else None
     basis = str(basis or "total")
-    if basis == "active" and not all(r.get("joules_active") is not None for r in records):
-        basis = "total"
-    summaries = summaries_of(records)
-    models = {str(r["model"]) for r in records}
-    accelerators = {str(r["accelerator"]) for r in records}
-    references = reference_models(infos, records)
+    if basis == "active" and np.isnan(table.numbers("joules_active")).any():
+        basis = "total"  # some record has no idle-subtracted figure
+    summaries = summaries_of(table)
+    models = {str(m) for m in table.codes("model")[1]}
+    accelerators = {str(a) for a in table.codes("accelerator")[1]}
+    references = reference_models(infos, table)
     versus = None
     if references and models - set(references):
-        versus = local_vs_reference(records, references)
+        versus = local_vs_reference(table, references)
     routing, routing_note = None, None
-    local_systems = {system_of(r) for r in records if r["model"] not in references}
+    local_systems = {system for system, model in model_of_systems(table).items() if model not in references}
     if len(local_systems) >= 2:
         parameters = {n: i.parameters for n, i in infos.items() if i.parameters}
         try:
-            routing = routing_analysis(records, parameters=parameters, reference=references, basis=basis)
+            routing = routing_analysis(table, parameters=parameters, reference=references, basis=basis)
         except IPWUsageError as exc:
             routing_note = str(exc)
     else:
@@ -165,20 +173,21 @@ def analyse(document: Mapping[str, Any], model_info: Mapping[str, ModelInfo] | N
     return ReportData(
         title=title,
         records=records,
+        table=table,
         basis=basis,
         summaries=summaries,
-        coverage=coverage_analysis(records),
-        model_coverage=coverage_analysis(records, unit="model") if len(models) > 1 and len(accelerators) > 1 else None,
+        coverage=coverage_analysis(table),
+        model_coverage=coverage_analysis(table, unit="model") if len(models) > 1 and len(accelerators) > 1 else None,
         versus=versus,
         routing=routing,
         routing_note=routing_note,
         pareto=pareto_frontier(summaries),
         trends=trends,
         undated=undated if infos else [],
-        release_coverage=coverage_by_release(records, infos),
+        release_coverage=coverage_by_release(table, infos),
         history=list(history),
-        caption=energy_caption(records, basis),
-        notes=provenance_lines(document, records),
+        caption=energy_caption(table, basis),
+        notes=provenance_lines(document, table),
         cards=cards,
         card_warnings=card_differences(cards) if len(cards) > 1 else [],
     )
@@ -198,31 +207,35 @@ def card_entries(document: Mapping[str, Any]) -> list[tuple[str, Mapping[str, An
 MAX_POWER_STEPS = 2000
 
 
-def _power_series(records: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[float], list[float], str]]:
+def _power_series(table: RecordTable) -> dict[str, tuple[list[float], list[float], str]]:
     """Per system: cumulative window time and each query's mean power (step plot, last value repeated).
 
     Beyond ``MAX_POWER_STEPS`` queries, consecutive queries are pooled (their joules over their seconds),
     which keeps the figure readable and its area (energy) unchanged.
     """
-    grouped: dict[str, list[Mapping[str, Any]]] = {}
-    for record in records:
-        grouped.setdefault(system_of(record), []).append(record)
+    import numpy as np
+
+    from pytest_ipw.analysis.table import group_positions
+
+    codes, systems = system_codes(table)
+    seconds = table.numbers("seconds")
+    seconds = np.where(np.nan_to_num(seconds) != 0, seconds, np.nan_to_num(table.numbers("latency_s")))
+    joules, watts = np.nan_to_num(table.numbers("joules")), np.nan_to_num(table.numbers("watts"))
     series = {}
-    for name, items in grouped.items():
-        pool = -(-len(items) // MAX_POWER_STEPS)
-        times, watts, clock = [0.0], [], 0.0
-        for start in range(0, len(items), pool):
-            chunk = items[start:start + pool]
-            seconds = [float(r.get("seconds") or r.get("latency_s") or 0.0) for r in chunk]
-            clock += sum(seconds)
-            times.append(clock)
-            if pool == 1:
-                watts.append(float(chunk[0].get("watts") or 0.0))
-            else:
-                span = sum(seconds)
-                watts.append(sum(float(r.get("joules") or 0.0) for r in chunk) / span if span > 0 else 0.0)
-        watts.append(watts[-1])
-        series[name] = (times, watts, combine_provenance(str(r.get("provenance", "unknown")) for r in items))
+    for name, rows in zip(systems, group_positions(codes, len(systems))):
+        pool = -(-len(rows) // MAX_POWER_STEPS)
+        starts = np.arange(0, len(rows), pool)
+        spans = np.add.reduceat(seconds[rows], starts)
+        if pool == 1:
+            steps = watts[rows]
+        else:
+            energy = np.add.reduceat(joules[rows], starts)
+            steps = np.divide(energy, spans, out=np.zeros(len(spans)), where=spans > 0)
+        times = [0.0] + np.cumsum(spans).tolist()
+        values = steps.tolist()
+        values.append(values[-1])
+        series[name] = (times, values, combine_provenance(str(p) for (p,) in table.distinct(
+            "provenance", default="unknown", rows=rows)))
     return series
 
 
@@ -238,6 +251,8 @@ def _history_series(history: Sequence[HistoryEntry], metric: str) -> tuple[list[
 
 def _figures(data: ReportData) -> dict[str, tuple[str, bytes]]:
     """name -> (alt text, PNG bytes)."""
+    import numpy as np
+
     from pytest_ipw.report import plots
 
     figures: dict[str, tuple[str, bytes]] = {}
@@ -251,11 +266,13 @@ def _figures(data: ReportData) -> dict[str, tuple[str, bytes]]:
     figures["pareto"] = ("Accuracy versus energy per query, Pareto frontier", plots.pareto_plot(data.pareto, data.caption))
     figures["ipw"] = ("IPW per model and accelerator", plots.ipw_bars(data.summaries, data.caption))
     figures["power"] = ("Per-query mean power over cumulative measured time",
-                        plots.power_trace(_power_series(data.records), data.caption))
+                        plots.power_trace(_power_series(data.table), data.caption))
     if data.routing is not None:
-        routed = [r for r in data.records if system_of(r) in set(data.routing.candidates) | {data.routing.fallback}]
+        codes, systems = system_codes(data.table)
+        routed_systems = set(data.routing.candidates) | {data.routing.fallback}
+        routed = np.isin(codes, [code for code, system in enumerate(systems) if system in routed_systems])
         figures["routing"] = ("Energy per query of routing strategies",
-                              plots.routing_plot(data.routing, energy_caption(routed, data.basis)))
+                              plots.routing_plot(data.routing, energy_caption(data.table, data.basis, routed)))
     if data.trends or data.release_coverage:
         figures["release"] = ("IPW and coverage by model release date",
                               plots.release_plot(data.trends, data.release_coverage, data.caption))
@@ -323,7 +340,7 @@ def phase_rows(summaries: Sequence[Summary]) -> Table | None:
                       _fmt(s.joules_per_output_token), f"{s.provenance.upper()} {s.domain}"] for s in split]
 
 
-def noise_rows(records: Sequence[Mapping[str, Any]]) -> Table | None:
+def noise_rows(records: "Sequence[Mapping[str, Any]] | RecordTable") -> Table | None:
     """Run-to-run noise from ``--ipw-repeat``: the spread of each query's energy over its rounds."""
     rows = round_noise(records)
     if not rows:
@@ -512,7 +529,7 @@ def _extra_tables_html(data: ReportData) -> str:
     if phases is not None:
         parts += ["<h3>Energy by phase</h3>", '<p class="note">prefill = window start to the first token, decode = the '
                   "rest; J/output token counts the tokens after the first.</p>", _html_table(phases)]
-    noise = noise_rows(data.records)
+    noise = noise_rows(data.table)
     if noise is not None:
         parts += ["<h3>Run-to-run noise (--ipw-repeat)</h3>", '<p class="note">coefficient of variation of each '
                   "query's energy over its rounds; the IPW study cites 10-15% for software energy counters.</p>",
@@ -531,7 +548,7 @@ def _cards_html(data: ReportData) -> str:
 
 
 def render_html(data: ReportData, document: Mapping[str, Any], figures: Mapping[str, tuple[str, bytes]]) -> str:
-    overall = combine_provenance(str(r.get("provenance", "unknown")) for r in data.records)
+    overall = combine_provenance(str(p) for (p,) in data.table.distinct("provenance", default="unknown"))
     parts = [f"<h1>{esc(data.title)}</h1>",
              f'<p class="note">pytest-ipw {esc(__version__)}; generated {esc(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))}; '
              f"{len(data.records)} records, {data.coverage.overall.queries} queries</p>",
@@ -617,7 +634,7 @@ def _extra_tables_md(data: ReportData) -> list[str]:
     for title, table in (("### Energy by phase (prefill = until the first token, decode = after it)",
                           phase_rows(data.summaries)),
                          ("### Run-to-run noise (--ipw-repeat): energy CV per query over its rounds",
-                          noise_rows(data.records))):
+                          noise_rows(data.table))):
         if table is not None:
             lines += [title, "", _md_table(table), ""]
     return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_ipw.analysis.metrics import Coverage, Summary, accuracy_by, combine_provenance, round_noise
+from pytest_ipw.analysis.table import RecordTable, as_table
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -49,16 +50,20 @@ def phase_table(summaries: Sequence[Summary]) -> str | None:
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
-def phase_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def phase_notes(records: "Sequence[Mapping[str, Any]] | RecordTable") -> list[str]:
     """Why some windows have no prefill/decode split, and how many splits are imprecise."""
     reasons: dict[str, int] = {}
     imprecise = 0
-    for record in records:
-        how = str(record.get("phase_split") or "")
+    import numpy as np
+
+    codes, labels = as_table(records).codes("phase_split")
+    counts = [int(n) for n in np.bincount(codes, minlength=len(labels))] if labels else []
+    for label, n in zip(labels, counts):
+        how = str(label or "")
         if how.startswith("none: "):
-            reasons[how[len("none: "):]] = reasons.get(how[len("none: "):], 0) + 1
+            reasons[how[len("none: "):]] = reasons.get(how[len("none: "):], 0) + n
         elif "imprecise" in how:
-            imprecise += 1
+            imprecise += n
     lines = [f"phases: {n} window(s) not split at the first token: {reason}" for reason, n in sorted(reasons.items())]
     if imprecise:
         lines.append(f"phases: {imprecise} split(s) are imprecise: prefill or decode was shorter than the sensor's "
@@ -66,7 +71,7 @@ def phase_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def repeat_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def repeat_lines(records: "Sequence[Mapping[str, Any]] | RecordTable") -> list[str]:
     """What the repeats measured: per model × accelerator, the spread of each query's energy over its rounds."""
     lines = []
     for row in round_noise(records):
@@ -106,18 +111,22 @@ def domain_table(records: Iterable[Mapping[str, Any]], cov: Coverage) -> str:
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
-def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[str, str],
+def provenance_notes(records: "Sequence[Mapping[str, Any]] | RecordTable", meter_notes: Mapping[str, str],
                      workers: Any = 0) -> list[str]:
     """Lines that say where the energy figures come from; an estimate is never passed off as measured."""
+    import numpy as np
+
+    table = as_table(records)
     lines = []
-    sensors = sorted({(r["meter"], r["provenance"]) for r in records})
+    sensors = sorted((str(m), str(p)) for m, p in table.distinct("meter", "provenance"))
     for sensor, provenance in sensors:
         lines.append(f"energy: {provenance.upper()} by {sensor}")
-    parts = sorted({(p["sensor"], p["provenance"], p["domain"]) for r in records for p in r.get("energy_parts") or ()})
+    with_parts = [table.records[i] for i in np.flatnonzero(table.flags("energy_parts")).tolist()]
+    parts = sorted({(p["sensor"], p["provenance"], p["domain"]) for r in with_parts for p in r["energy_parts"]})
     for sensor, provenance, domain in parts:
         lines.append(f"energy:   part {provenance.upper()} {domain} by {sensor}")
-    lines.extend(_basis_notes(records))
-    overall = combine_provenance([r["provenance"] for r in records] + [p[1] for p in parts])
+    lines.extend(_basis_notes(table))
+    overall = combine_provenance([p for _, p in sensors] + [p[1] for p in parts])
     if overall == "estimated":
         lines.append("energy: every figure above is an ESTIMATE from a power model, not a measurement; "
                      "run where a power sensor is readable (NVML, RAPL, powermetrics) to measure")
@@ -125,12 +134,13 @@ def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[
         lines.append("energy: this run MIXES measured and estimated figures; compare rows only with care")
     for target, note in sorted(meter_notes.items()):
         lines.append(f"meter for {target}: {note}")
-    lines.extend(_flag_notes(records))
+    flagged = [table.records[i] for i in np.flatnonzero(table.flags("meter_flags")).tolist()]
+    lines.extend(_flag_notes(flagged))
     try:
         workers = int(workers or 0)
     except (TypeError, ValueError):
         workers = 2  # xdist's "auto"/"logical" before it is resolved: several workers either way
-    shared = sum(1 for r in records if any(str(f).startswith("energy-shared:") for f in r.get("meter_flags") or ()))
+    shared = sum(1 for r in flagged if any(str(f).startswith("energy-shared:") for f in r["meter_flags"]))
     if shared:
         lines.append(f"energy: {shared} query window(s) overlapped others on the same sensor ({workers or 'several'} "
                      "xdist workers); each stretch of time's energy was split among the queries running then, not "
@@ -138,32 +148,37 @@ def provenance_notes(records: Sequence[Mapping[str, Any]], meter_notes: Mapping[
     elif workers > 1:
         lines.append(f"energy: {workers} xdist workers ran, and no two query windows overlapped on one sensor")
     # a query that could not be answered has no first token by definition (QUERY ERRORS names those)
-    no_ttft = sum(1 for r in records if "ttft_s" in r and r["ttft_s"] is None and not r.get("error"))
+    without_ttft = np.flatnonzero(np.isnan(table.numbers("ttft_s")) & ~table.flags("error")).tolist()
+    no_ttft = sum(1 for i in without_ttft if "ttft_s" in table.records[i])  # null, not absent (older files)
     if no_ttft:
-        lines.append(f"timing: {no_ttft} of {len(records)} answer(s) have no time to first token (ttft_s is null; "
+        lines.append(f"timing: {no_ttft} of {len(table)} answer(s) have no time to first token (ttft_s is null; "
                      "backend_extra.ttft_definition in --ipw-json says why, where the backend knows)")
-    truncated = sum(1 for r in records if r.get("truncated"))
+    truncated = int(table.flags("truncated").sum())
     if truncated:
         lines.append(f"output: {truncated} answer(s) hit the token limit (--ipw-max-tokens) and were cut off")
     return lines
 
 
-def _basis_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def _basis_notes(table: "RecordTable") -> list[str]:
     """Which energy IPW used, and the idle baseline behind "active" energy."""
-    if not records:
+    import numpy as np
+
+    if not len(table):
         return []
-    bases = {r.get("energy_basis", "total") for r in records}
-    idle = [r["idle_watts"] for r in records if r.get("idle_watts") is not None]
-    baseline = (f"idle baseline {sum(idle) / len(idle):.3g} W, measured by the same meter before the queries"
-                if idle else "no idle baseline (--ipw-idle-seconds=0)")
+    bases = set(table.codes("energy_basis", "total")[1])
+    idle = table.numbers("idle_watts")
+    idle = idle[~np.isnan(idle)]
+    baseline = (f"idle baseline {idle.sum() / len(idle):.3g} W, measured by the same meter before the queries"
+                if len(idle) else "no idle baseline (--ipw-idle-seconds=0)")
     if bases == {"active"}:
         return [f"energy: IPW, IPJ, J/query and W use ACTIVE energy = total - idle power x window ({baseline}); "
                 "total energy is joules in --ipw-json"]
     return [f"energy: IPW, IPJ, J/query and W use TOTAL energy ({baseline}"
-            + ("; idle-subtracted energy is joules_active in --ipw-json, --ipw-energy=active uses it)" if idle else ")")]
+            + ("; idle-subtracted energy is joules_active in --ipw-json, --ipw-energy=active uses it)" if len(idle) else ")")]
 
 
 def _flag_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Lines about the windows' meter flags (``records``: those that carry any)."""
     from pytest_ipw.meters.base import FLAG_BELOW_IDLE, FLAG_SHORT_WINDOW, energy_exclusions
 
     excluded: dict[str, int] = {}

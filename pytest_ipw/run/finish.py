@@ -26,13 +26,26 @@ class FinishOutcome:
     warnings: list[tuple[type[Warning], str]]  # to issue through pytest's warnings (categories users can filter)
 
 
+def _systems_and_provenance(ipw: IPWSession) -> tuple[list[str], list[str]]:
+    """Every (system, provenance) pair among the run's records."""
+    from pytest_ipw.analysis.metrics import system_codes
+    from pytest_ipw.analysis.table import combine
+
+    if not len(ipw.table):
+        return [], []
+    codes, systems = system_codes(ipw.table)
+    provenance_codes, provenances = ipw.table.codes("provenance")
+    _, _, first = combine((codes, len(systems)), (provenance_codes, len(provenances)))
+    return [systems[codes[i]] for i in first], [str(provenances[provenance_codes[i]]) for i in first]
+
+
 def run_warnings(ipw: IPWSession) -> list[tuple[type[Warning], str]]:
     """The conditions a project may want to fail on, each with its category (the report says them too)."""
     from pytest_ipw.analysis.quality import quality_summary
     from pytest_ipw.core import warnings as w
 
     found: list[tuple[type[Warning], str]] = []
-    estimated = sorted({record_system(r) for r in ipw.records if r.get("provenance") != "measured"})
+    estimated = sorted({system for system, provenance in zip(*_systems_and_provenance(ipw)) if provenance != "measured"})
     if estimated:
         found.append((w.EstimatedEnergyWarning, f"energy of {', '.join(estimated)} is ESTIMATED by a power model, "
                                                 "not measured; run where a power sensor is readable to measure"))
@@ -40,11 +53,12 @@ def run_warnings(ipw: IPWSession) -> list[tuple[type[Warning], str]]:
         if info.get("fallback_reason"):
             found.append((w.MeterFallbackWarning, f"{target}: measured by {info.get('meter')}, not the accelerator's "
                                                   f"natural meter: {info['fallback_reason']}"))
-    shared = sum(1 for r in ipw.records if any(str(f).startswith("energy-shared") for f in r.get("meter_flags") or ()))
+    flagged = (ipw.records[i] for i in ipw.table.flags("meter_flags").nonzero()[0].tolist())
+    shared = sum(1 for r in flagged if any(str(f).startswith("energy-shared") for f in r["meter_flags"]))
     if shared:
         found.append((w.SharedEnergyWarning, f"{shared} query window(s) overlapped on one sensor; their energy was "
                                              "shared out among them (joules_window keeps the raw figure)"))
-    for row in quality_summary(ipw.records, ipw.options.max_tokens):
+    for row in quality_summary(ipw.table, ipw.options.max_tokens):
         if row["truncation_flag"]:
             found.append((w.TruncatedAnswersWarning,
                           f"{record_system(row)}: {row['truncated']} of {row['queries']} answers hit "

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from pytest_ipw import __version__
 from pytest_ipw.hardware.profiles import AcceleratorProfile, LocalDevice, detect_devices, load_profiles, resolve_accelerators
 from pytest_ipw.backends.base import GenerationSettings
+from pytest_ipw.analysis.table import RecordTable
 from pytest_ipw.analysis.metrics import Summary, accuracy_by_domain_rows, coverage, query_rounds, round_noise, summarize_systems
 from pytest_ipw.core.systems import assign_systems
 from pytest_ipw.hardware.card import run_cards
@@ -96,6 +97,7 @@ class IPWSession:
         self.model_info: dict[str, dict[str, Any]] = {}  # target id -> backend info
         self.started_at = time.time()
         self.summaries: list[Summary] = []
+        self.table = RecordTable(self.records)
         self.misses: list[ThresholdMiss] = []
         self.results: dict[str, Any] | None = None
         self.history: Any = None  # history.HistoryOutcome when comparing or saving
@@ -292,7 +294,8 @@ class IPWSession:
         kept = len(self.records)
         everything = assign_systems(share_overlapping_energy(self.records + self.skipped_queries))
         self.records, self.skipped_queries = everything[:kept], everything[kept:]
-        self.summaries = summarize_systems(self.records)
+        self.table = RecordTable(self.records)  # the columns every aggregate of this run reads
+        self.summaries = summarize_systems(self.table)
         self.misses = self._threshold_misses()
 
     def _threshold_misses(self) -> list[ThresholdMiss]:
@@ -319,8 +322,8 @@ class IPWSession:
         """The ``--ipw-json`` document (schema in README)."""
         from pytest_ipw.analysis.failures import query_errors
 
-        cov = coverage(self.records)
-        per_domain = accuracy_by_domain_rows(self.records)
+        cov = coverage(self.table)
+        per_domain = accuracy_by_domain_rows(self.table)
         return {
             "schema_version": SCHEMA_VERSION,
             "pytest_ipw_version": __version__,
@@ -359,14 +362,14 @@ class IPWSession:
             "query_errors": query_errors(self.records) + query_errors(self.skipped_queries, counted="skipped"),
             "summary": [s.to_dict() for s in self.summaries],
             # --ipw-repeat: run-to-run noise per model × accelerator, and each query's mean and spread
-            "repeats": {"rounds": self.options.repeat, "noise": round_noise(self.records),
-                        "queries": query_rounds(self.records)} if self.options.repeat > 1 else None,
+            "repeats": {"rounds": self.options.repeat, "noise": round_noise(self.table),
+                        "queries": query_rounds(self.table)} if self.options.repeat > 1 else None,
             "accuracy_by_domain": per_domain,
             "coverage": cov.to_dict(),
             "threshold_failures": [m.line() for m in self.misses],
             # strict/flexible accuracy, output-length guard; the judge's cost, never in the model's energy
-            "quality": quality_summary(self.records, self.options.max_tokens),
-            "judge_cost": judge_cost(self.records),
+            "quality": quality_summary(self.table, self.options.max_tokens),
+            "judge_cost": judge_cost(self.table),
         }
 
 
