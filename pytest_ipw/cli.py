@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
@@ -55,19 +56,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_as_columns(path: Any) -> dict[str, Any]:
+    """A saved run whose records are read as columns (a million of them fit in memory)."""
+    from pytest_ipw.history.storage import load_run_table
+
+    return load_run_table(path)[0]
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from pytest_ipw.history.comparison import CLI_FLAGS, compare_documents, parse_pairs
 
     storage = Storage(args.storage)
     pairs = parse_pairs(args.pair)
-    choice = storage.select_baseline(args.baseline, machine="", across_machines=True)
+    choice = storage.select_baseline(args.baseline, machine="", across_machines=True, load=_load_as_columns)
     if choice.run is None:
         skipped = choice.skipped_line()
         raise IPWUsageError(f"no saved run matches {args.baseline!r} in {storage.root}"
                             + (f" ({skipped}; name one by its number to compare with it anyway)" if skipped else "")
                             + " (see: pytest-ipw list)")
     current_run = _resolve(storage, args.current)
-    baseline, current = choice.document, load_run(current_run.path)
+    baseline, current = choice.document, _load_as_columns(current_run.path)
     assert baseline is not None
     comparison = compare_documents(
         baseline, current, baseline_label=choice.run.id, current_label=current_run.id,
@@ -204,8 +212,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pytest_ipw.history.merge import merge_documents
 
     storage = Storage(args.storage)
-    runs = _load_runs(storage, args.runs)
-    document = runs[0][1] if len(runs) == 1 else merge_documents(runs, label_by_host=args.label_by_host)
+    if len(args.runs) == 1:  # one run: its records read as columns, a few megabytes at a time
+        from pytest_ipw.analysis.study import ANALYSIS_FIELDS
+        from pytest_ipw.history.storage import load_run_table
+        from pytest_ipw.report.html import MAX_ANSWER_ROWS
+
+        path = args.runs[0] if Path(args.runs[0]).is_file() else _resolve(storage, args.runs[0]).path
+        document, _ = load_run_table(path, keep_first=MAX_ANSWER_ROWS, required=ANALYSIS_FIELDS)
+    else:
+        document = merge_documents(_load_runs(storage, args.runs), label_by_host=args.label_by_host)
     _write_report(document, args)
     return 0
 

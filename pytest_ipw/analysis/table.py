@@ -15,7 +15,7 @@ The rules themselves (what counts as correct, which energy basis, which windows 
 
 from __future__ import annotations
 
-from operator import methodcaller
+from operator import itemgetter, methodcaller
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -24,30 +24,48 @@ import numpy as np
 ABSENT = None
 
 
+#: the fields aggregates read, by kind: what a table read from a results file holds (see :func:`concatenate`)
+NUMBER_FIELDS = ("joules", "watts", "seconds", "latency_s", "ttft_s", "tokens_in", "tokens_out", "joules_active",
+                 "idle_watts", "prefill_joules", "prefill_s", "decode_joules", "decode_s", "decode_tokens", "round")
+TEXT_FIELDS = ("query_id", "domain", "split", "model", "accelerator", "benchmark", "system", "meter", "provenance",
+               "energy_domain", "energy_basis", "token_source", "phase_split", "correct_strict")
+FLAG_FIELDS = ("correct", "unscorable", "truncated", "correct_strict", "error", "meter_flags", "energy_parts",
+               "judge", "strict_protocol")
+#: fields whose absence differs from null (older files lack them; null says "not known")
+PRESENCE_FIELDS = ("ttft_s",)
+AGGREGATED_FIELDS = NUMBER_FIELDS + FLAG_FIELDS + TEXT_FIELDS
+#: a record with any of these set is kept whole: the few analyses that read more than columns read them
+KEEP_WHOLE_WHEN = ("meter_flags", "energy_parts", "judge", "strict_protocol", "error")
+
+
 class RecordTable:
     """Columns over ``records`` (see the module docstring); ``len(table)`` is the number of records."""
 
     def __init__(self, records: Iterable[Mapping[str, Any]]):
-        self.records = records if isinstance(records, (list, tuple)) else list(records)
+        self.records: Sequence[Mapping[str, Any]] = records if isinstance(records, (list, tuple)) else list(records)
+        self._count = len(self.records)
         self._numbers: dict[str, np.ndarray] = {}
         self._flags: dict[str, np.ndarray] = {}
+        self._present: dict[str, np.ndarray] = {}
+        self._raw_codes: dict[str, tuple[np.ndarray, list[Any]]] = {}  # None among the labels: absent or null
         self._codes: dict[tuple[str, Any], tuple[np.ndarray, list[Any]]] = {}
         self._derived: dict[str, Any] = {}
+        self._columns_only = False
+        self._fetched: dict[str, Sequence[Any]] = {}  # field -> each record's value, read in one pass
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self._count
 
     def numbers(self, name: str) -> np.ndarray:
         """The field as float64; NaN where a record lacks it or holds null."""
         column = self._numbers.get(name)
         if column is None:
             values = self._values(name)
-            try:  # the common case, every record has a number: one C-level conversion
+            try:  # the common case, every record has a number (or None: NaN): one C-level conversion
                 column = np.array(values, dtype=np.float64)
             except (TypeError, ValueError):
-                nan = float("nan")
-                column = np.fromiter((nan if v is None else v for v in values), dtype=np.float64, count=len(values))
-            if column.shape != (len(values),):
+                column = None
+            if column is None or column.shape != (len(values),):
                 raise ValueError(f"record field {name!r} holds values that are not numbers")
             self._numbers[name] = column
         return column
@@ -56,8 +74,18 @@ class RecordTable:
         """The field's truthiness as bool (absent and null are False)."""
         column = self._flags.get(name)
         if column is None:
-            column = np.fromiter(map(bool, self._values(name)), dtype=np.bool_, count=len(self.records))
+            column = np.fromiter(map(bool, self._values(name)), dtype=np.bool_, count=self._count)
             self._flags[name] = column
+        return column
+
+    def present(self, name: str) -> np.ndarray:
+        """Whether each record has the field at all (null counts as present)."""
+        column = self._present.get(name)
+        if column is None:
+            self._require(name)
+            column = np.fromiter(map(methodcaller("__contains__", name), self.records), dtype=np.bool_,
+                                 count=self._count)
+            self._present[name] = column
         return column
 
     def codes(self, name: str, default: Any = ABSENT) -> tuple[np.ndarray, list[Any]]:
@@ -66,16 +94,45 @@ class RecordTable:
         key = (name, default)
         found = self._codes.get(key)
         if found is None:
-            codes, labels = encode(self._values(name))
+            raw = self._raw_codes.get(name)
+            if raw is None:
+                raw = self._raw_codes[name] = encode(self._values(name))
+            codes, labels = raw
             if None in labels:  # absent or null: the default, merged with an equal label
                 labels = [default if label is None else label for label in labels]
                 if labels.count(default) > 1:
-                    codes, labels = _merge_equal_labels(codes, labels)
+                    codes, labels = merge_equal_labels(codes, labels)
             found = self._codes[key] = (codes, labels)
         return found
 
-    def _values(self, name: str) -> list[Any]:
-        return list(map(methodcaller("get", name), self.records))
+    def _require(self, name: str) -> None:
+        if self._columns_only:  # a programming error: the field is missing from the lists above
+            raise LookupError(f"a table read from a results file holds no column {name!r}; add it to "
+                              "pytest_ipw.analysis.table's field lists")
+
+    def _values(self, name: str) -> Sequence[Any]:
+        self._require(name)
+        fetched = self._fetched.get(name)
+        return fetched if fetched is not None else list(map(methodcaller("get", name), self.records))
+
+    def fetch(self, names: Sequence[str]) -> None:
+        """Read the values of several fields in one pass over the records (much faster than one pass per
+        field where records hold most of them); the columns are then made from what was read."""
+        if not self._count:
+            return
+        names = [name for name in dict.fromkeys(names) if name not in self._fetched]
+        first = self.records[0]
+        common = [name for name in names if name in first]
+        if common:
+            try:  # C-level: every record has the fields the first one has
+                rows = list(map(itemgetter(*common), self.records))
+                columns = list(zip(*rows)) if len(common) > 1 else [tuple(rows)]
+                self._fetched.update(zip(common, columns))
+            except KeyError:
+                pass
+        for name in names:
+            if name not in self._fetched and not any(map(methodcaller("__contains__", name), self.records)):
+                self._fetched[name] = (None,) * self._count  # no record has it
 
     def distinct(self, *names: str, default: Any = ABSENT, rows: Any = None) -> list[tuple[Any, ...]]:
         """The distinct combinations of text fields among the records (or ``rows`` of them), first-seen order."""
@@ -93,6 +150,136 @@ class RecordTable:
             self._derived[name] = make(self)
         return self._derived[name]
 
+    def with_labels(self, relabel: Mapping[str, Callable[[Any], Any]],
+                    derived: Mapping[str, Any] | None = None) -> "RecordTable":
+        """The same records under other labels of some text fields (``relabel``: field -> new label of an old
+        one), sharing every other column; ``derived`` replaces derived values (see :meth:`derived`). Its
+        records are the originals with the new labels (:class:`RelabelledRecords`)."""
+        table = object.__new__(RecordTable)
+        table.__dict__.update(self.__dict__)
+        table._raw_codes = dict(self._raw_codes)
+        table._codes = {key: found for key, found in self._codes.items() if key[0] not in relabel}
+        table._derived = dict(derived or {})
+        for name, new_label in relabel.items():
+            self.codes(name)  # encodes the field once
+            codes, labels = self._raw_codes[name]
+            mapped = [None if label is None else new_label(label) for label in labels]
+            table._raw_codes[name] = merge_equal_labels(codes, mapped) if len(set(mapped)) < len(mapped) \
+                else (codes, mapped)
+        table.records = RelabelledRecords(table, self.records, tuple(relabel))
+        return table
+
+
+class PartialRecords(Sequence[Mapping[str, Any]]):
+    """The records of a table read from a results file: whole where kept (the first ones, and those the
+    analyses read whole: :data:`KEEP_WHOLE_WHEN`), else rebuilt from the columns (the fields they hold)."""
+
+    def __init__(self, table: RecordTable, kept: Mapping[int, Mapping[str, Any]]):
+        self.table = table
+        self._kept = kept
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("record index out of range")
+        whole = self._kept.get(index)
+        return whole if whole is not None else self._rebuild(index)
+
+    def _rebuild(self, index: int) -> dict[str, Any]:
+        table = self.table
+        record: dict[str, Any] = {}
+        for name in TEXT_FIELDS:
+            codes, labels = table._raw_codes[name]
+            if labels[codes[index]] is not None:
+                record[name] = labels[codes[index]]
+        for name in NUMBER_FIELDS:
+            value = table._numbers[name][index]
+            if value == value:  # not NaN
+                record[name] = value.item()
+        for name in ("correct", "unscorable", "truncated"):
+            record[name] = bool(table._flags[name][index])
+        return record
+
+
+class RelabelledRecords(Sequence[Mapping[str, Any]]):
+    """The records of :meth:`RecordTable.with_labels`: each original record with the table's labels of the
+    relabelled fields (and its ``system``, where the table derives one)."""
+
+    def __init__(self, table: RecordTable, originals: Sequence[Mapping[str, Any]], fields: Sequence[str]):
+        self.table = table
+        self._originals = originals
+        self._fields = fields
+
+    def __len__(self) -> int:
+        return len(self._originals)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        record = dict(self._originals[index])
+        position = index + len(self) if index < 0 else index
+        for name in self._fields:
+            codes, labels = self.table._raw_codes[name]
+            if labels[codes[position]] is not None:
+                record[name] = labels[codes[position]]
+        if "system" in self.table._derived:
+            codes, labels = self.table._derived["system"]
+            record["system"] = labels[codes[position]]
+        return record
+
+
+def concatenate(parts: Iterable[RecordTable], keep_first: int = 0) -> RecordTable:
+    """One table holding the columns of every field the aggregates read (the field lists above) from tables
+    read one chunk of a file at a time, so that only one chunk's records are ever dicts at once. Records
+    are kept whole where the analyses read them whole, and the first ``keep_first`` of them."""
+    numbers: dict[str, list[np.ndarray]] = {name: [] for name in NUMBER_FIELDS}
+    flags: dict[str, list[np.ndarray]] = {name: [] for name in FLAG_FIELDS}
+    present: dict[str, list[np.ndarray]] = {name: [] for name in PRESENCE_FIELDS}
+    codes: dict[str, list[np.ndarray]] = {name: [] for name in TEXT_FIELDS}
+    labels: dict[str, dict[Any, int]] = {name: {} for name in TEXT_FIELDS}
+    kept: dict[int, Mapping[str, Any]] = {}
+    count = 0
+    for part in parts:
+        part.fetch(AGGREGATED_FIELDS)
+        for name in NUMBER_FIELDS:
+            numbers[name].append(part.numbers(name))
+        for name in FLAG_FIELDS:
+            flags[name].append(part.flags(name))
+        for name in PRESENCE_FIELDS:
+            present[name].append(part.present(name))
+        for name in TEXT_FIELDS:
+            part.codes(name)  # encodes the field once
+            part_codes, part_labels = part._raw_codes[name]
+            index = labels[name]
+            translate = np.array([index.setdefault(label, len(index)) for label in part_labels], dtype=np.int64)
+            codes[name].append(translate[part_codes] if len(part_labels) else part_codes)
+        whole = np.zeros(len(part), dtype=np.bool_)
+        whole[:max(0, keep_first - count)] = True
+        for name in KEEP_WHOLE_WHEN:
+            whole |= part.flags(name)
+        for position in np.flatnonzero(whole).tolist():
+            kept[count + position] = part.records[position]
+        count += len(part)
+    table = RecordTable(())
+    table._count = count
+    table._columns_only = True
+
+    def joined(columns: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.concatenate(columns) if columns else np.zeros(0, dtype=dtype)
+
+    table._numbers = {name: joined(columns, np.float64) for name, columns in numbers.items()}
+    table._flags = {name: joined(columns, np.bool_) for name, columns in flags.items()}
+    table._present = {name: joined(columns, np.bool_) for name, columns in present.items()}
+    table._raw_codes = {name: (joined(codes[name], np.int64), list(labels[name])) for name in TEXT_FIELDS}
+    table.records = PartialRecords(table, kept)
+    return table
+
 
 def encode(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     """Codes and first-seen labels of hashable ``values``."""
@@ -101,15 +288,20 @@ def encode(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     return np.fromiter(map(number.__getitem__, values), dtype=np.int64, count=len(values)), labels
 
 
-def _merge_equal_labels(codes: np.ndarray, labels: list[Any]) -> tuple[np.ndarray, list[Any]]:
+def merge_equal_labels(codes: np.ndarray, labels: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """The same codes with equal labels made one (first-seen order kept)."""
     distinct = list(dict.fromkeys(labels))
     translate = np.array([distinct.index(label) for label in labels], dtype=np.int64)
     return translate[codes], distinct
 
 
 def as_table(records: "Iterable[Mapping[str, Any]] | RecordTable") -> RecordTable:
-    """``records`` as a table (a table is returned as it is, so its columns are shared)."""
-    return records if isinstance(records, RecordTable) else RecordTable(records)  # type: ignore[arg-type]
+    """``records`` as a table (a table, or the records of one, give that table: its columns are shared)."""
+    if isinstance(records, RecordTable):
+        return records
+    if isinstance(records, (PartialRecords, RelabelledRecords)):
+        return records.table
+    return RecordTable(records)  # type: ignore[arg-type]
 
 
 def group_positions(codes: np.ndarray, size: int) -> list[np.ndarray]:

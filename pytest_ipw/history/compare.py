@@ -24,8 +24,15 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.analysis.failures import error_counts
-from pytest_ipw.analysis.metrics import collapse_rounds, solved_by_any
-from pytest_ipw.core.systems import record_system
+from pytest_ipw.analysis.metrics import (
+    collapse_rounds,
+    energy_columns,
+    excluded_windows,
+    has_rounds,
+    solved_by_any,
+    system_codes,
+)
+from pytest_ipw.analysis.table import RecordTable, as_table, group_positions
 from pytest_ipw.analysis.stats import (
     Interval,
     delta_ratio_interval,
@@ -190,23 +197,22 @@ class _Pairs:
                       {k: v[mask] for k, v in self.after.items()})
 
 
-def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Numeric columns; ``joules``/``watts`` on each record's energy basis (as the summaries read them), NaN
-    where the window's energy is unknown (left out of the energy metrics)."""
+def _columns(table: RecordTable, rows: Any) -> dict[str, Any]:
+    """Numeric columns of ``rows``; ``joules``/``watts`` on each record's energy basis (as the summaries read
+    them), NaN where the window's energy is unknown (left out of the energy metrics)."""
     import numpy as np
 
-    from pytest_ipw.meters.base import energy_exclusions
-    from pytest_ipw.analysis.metrics import record_energy
-
     # a missing figure (None, or a field older results lack) becomes 0, as in the summaries
-    columns = {field: np.nan_to_num(np.array([r.get(field) for r in records], dtype=float))
-               for field in _FIELDS if field not in ("joules", "watts")}
-    energy = np.array([(math.nan, math.nan) if energy_exclusions(r.get("meter_flags"))
-                       else tuple(0.0 if v is None else v for v in record_energy(r)) for r in records],
-                      dtype=float).reshape(len(records), 2)
-    columns["joules"], columns["watts"] = energy[:, 0], energy[:, 1]
+    columns = {field: np.nan_to_num(table.numbers(field)[rows]) for field in _FIELDS
+               if field not in ("joules", "watts", "correct")}
+    columns["correct"] = table.flags("correct")[rows].astype(float)
+    excluded = excluded_windows(table)[rows]
+    for field, values in zip(("joules", "watts"), energy_columns(table)):
+        values = np.nan_to_num(values[rows])
+        values[excluded] = math.nan
+        columns[field] = values
     # runs saved before failures were recorded have no "error" field: nothing failed in them
-    columns["failed"] = np.fromiter((bool(r.get("error")) for r in records), dtype=bool, count=len(records))
+    columns["failed"] = table.flags("error")[rows]
     return columns
 
 
@@ -216,29 +222,80 @@ def pair_key(record: Mapping[str, Any]) -> tuple[Any, Any]:
     return (record.get("benchmark"), record["query_id"])
 
 
+def pair_keys(records: "Sequence[Mapping[str, Any]] | RecordTable", rows: Any = None) -> frozenset[tuple[Any, Any]]:
+    """The :func:`pair_key` of every record (of ``rows``, where given)."""
+    import numpy as np
+
+    table = as_table(records)
+    bench_codes, benches = table.codes("benchmark")
+    query_codes, query_ids = table.codes("query_id")
+    if rows is not None:
+        bench_codes, query_codes = bench_codes[rows], query_codes[rows]
+    return frozenset(zip(np.array(benches, dtype=object)[bench_codes].tolist(),
+                         np.array(query_ids, dtype=object)[query_codes].tolist()))
+
+
 def run_energy_basis(document: Mapping[str, Any]) -> str:
     """The energy basis a results document used: its recorded setting, else what its records say."""
     basis = ((document.get("settings") or {}).get("energy") or {}).get("basis")
     if basis:
         return str(basis)
-    bases = {r.get("energy_basis", "total") for r in document.get("records", ())}
+    bases = set(as_table(document.get("records", ())).codes("energy_basis", "total")[1])
     return bases.pop() if len(bases) == 1 else "total" if not bases else "mixed"
 
 
-def _pair(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]]) -> _Pairs:
-    """Align by benchmark and query id (one pass per run, numpy after that: a million records stay fast)."""
+class _Keys:
+    """Both runs' pair keys as integers in one numbering, so that aligning them is a sort and a search."""
+
+    def __init__(self, baseline: RecordTable, current: RecordTable):
+        import numpy as np
+
+        def numbered(*tables: RecordTable, name: str) -> list[Any]:
+            index: dict[Any, int] = {}
+            return [np.array([index.setdefault(label, len(index)) for label in t.codes(name)[1]],
+                             dtype=np.int64)[t.codes(name)[0]] if len(t) else np.zeros(0, dtype=np.int64)
+                    for t in tables] + [len(index)]
+
+        *queries, query_count = numbered(baseline, current, name="query_id")
+        *benches, _ = numbered(baseline, current, name="benchmark")
+        self.baseline, self.current = (b * max(1, query_count) + q for b, q in zip(benches, queries))
+
+
+def _pair(baseline: RecordTable, before_rows: Any, current: RecordTable, after_rows: Any,
+          keys: _Keys | None = None) -> _Pairs:
+    """Align by benchmark and query id (where a run has a query twice, its last record counts)."""
     import numpy as np
 
-    from operator import itemgetter
+    keys = keys or _Keys(baseline, current)
+    old, new = keys.baseline[before_rows], keys.current[after_rows]
+    order = np.argsort(old, kind="stable")
+    ordered = old[order]
+    at = np.searchsorted(ordered, new, side="right") - 1  # the last of equal keys: stable order keeps theirs
+    found = (at >= 0) & (ordered[np.maximum(at, 0)] == new) if len(ordered) else np.zeros(len(new), dtype=bool)
+    after_index = np.nonzero(found)[0]
+    before_index = order[at[after_index]]
+    before, after = _columns(baseline, before_rows), _columns(current, after_rows)
+    domain_codes, domains = current.codes("domain")
+    domain_names = np.array(domains, dtype=object)[domain_codes[after_rows]][after_index] if len(domains) else \
+        np.zeros(0, dtype=object)
+    return _Pairs(domain_names, {k: v[before_index] for k, v in before.items()},
+                  {k: v[after_index] for k, v in after.items()})
 
-    position = {key: i for i, key in enumerate(map(pair_key, baseline))}
-    found = np.fromiter((position.get(key, -1) for key in map(pair_key, current)), dtype=np.int64,
-                        count=len(current))
-    after_index = np.nonzero(found >= 0)[0]
-    before_index = found[after_index]
-    before, after = _columns(baseline), _columns(current)
-    domains = np.array(list(map(itemgetter("domain"), current)), dtype=object)[after_index]
-    return _Pairs(domains, {k: v[before_index] for k, v in before.items()}, {k: v[after_index] for k, v in after.items()})
+
+def _one_per_query(table: RecordTable, rows: Any) -> tuple[RecordTable, Any]:
+    """``--ipw-repeat``: each query's rounds as one record (:func:`collapse_rounds`)."""
+    import numpy as np
+
+    if not has_rounds(table):
+        return table, rows
+    collapsed = RecordTable(collapse_rounds([table.records[i] for i in rows.tolist()]))
+    return collapsed, np.arange(len(collapsed))
+
+
+def _system_rows(table: RecordTable) -> dict[str, Any]:
+    """System label -> the positions of its records."""
+    codes, systems = system_codes(table)
+    return dict(zip(systems, group_positions(codes, len(systems))))
 
 
 def _proportion_change(scope: str, metric: str, before: Any, after: Any, alpha: float) -> Change:
@@ -351,25 +408,24 @@ def _same_basis(baseline: str, current: str) -> str:
 def compare_records(scope: str, baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], *,
                     alpha: float = 0.05, resamples: int = 1000, seed: int = 0, metrics: Iterable[str] | None = None) -> list[Change]:
     """Changes of one model × accelerator (or one domain of it) between two runs, on the shared queries."""
+    import numpy as np
+
     wanted = set(metrics) if metrics is not None else set(METRICS) - {"coverage"}
     basis = _same_basis(run_energy_basis({"records": baseline}), run_energy_basis({"records": current}))
-    return _compare_pairs(scope, _pair(collapse_rounds(baseline), collapse_rounds(current)), alpha=alpha, resamples=resamples, seed=seed, wanted=wanted,
-                          basis=basis)
+    old, new = as_table(baseline), as_table(current)
+    old, old_rows = _one_per_query(old, np.arange(len(old)))
+    new, new_rows = _one_per_query(new, np.arange(len(new)))
+    return _compare_pairs(scope, _pair(old, old_rows, new, new_rows), alpha=alpha, resamples=resamples, seed=seed,
+                          wanted=wanted, basis=basis)
 
 
-def coverage_change(baseline: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], alpha: float) -> Change | None:
+def coverage_change(baseline: "Sequence[Mapping[str, Any]] | RecordTable",
+                    current: "Sequence[Mapping[str, Any]] | RecordTable", alpha: float) -> Change | None:
     before, after = solved_by_any(baseline), solved_by_any(current)
     shared = [q for q in after if q in before]
     if not shared:
         return None
     return _proportion_change("run", "coverage", [before[q] for q in shared], [after[q] for q in shared], alpha)
-
-
-def _by_system(records: Any) -> dict[str, list[Mapping[str, Any]]]:
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(record_system(record), []).append(record)
-    return groups
 
 
 def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alpha: float = 0.05,
@@ -379,21 +435,39 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alp
     changes: list[Change] = []
     basis = _same_basis(run_energy_basis(baseline), run_energy_basis(current))
     options = {"alpha": alpha, "resamples": resamples, "seed": seed, "basis": basis}
-    old_groups = _by_system(baseline["records"])
-    for scope, records in _by_system(current["records"]).items():
+    old_table, new_table = as_table(baseline["records"]), as_table(current["records"])
+    keys = _Keys(old_table, new_table)
+    old_groups = _system_rows(old_table)
+    for scope, rows in _system_rows(new_table).items():
         if scope not in old_groups:
             continue
-        key = scope
-        pairs = _pair(collapse_rounds(old_groups[key]), collapse_rounds(records))
+        if has_rounds(old_table) or has_rounds(new_table):
+            old, old_rows = _one_per_query(old_table, old_groups[scope])
+            new, new_rows = _one_per_query(new_table, rows)
+            pairs = _pair(old, old_rows, new, new_rows)
+        else:
+            pairs = _pair(old_table, old_groups[scope], new_table, rows, keys)
         changes.extend(_compare_pairs(scope, pairs, wanted=set(METRICS) - {"coverage"}, **options))
         if by_domain:
             for domain in sorted(set(pairs.domains.tolist())):
                 changes.extend(_compare_pairs(f"{scope}/{domain}", pairs.subset(pairs.domains == domain),
                                               wanted={"accuracy", "joules"}, **options))
-    cov = coverage_change(baseline["records"], current["records"], alpha)
+    cov = coverage_change(old_table, new_table, alpha)
     if cov is not None:
         changes.append(cov)
     return changes
+
+
+def _failed_by_system(records: "Sequence[Mapping[str, Any]] | RecordTable") -> dict[str, list[Mapping[str, Any]]]:
+    """System label -> its records that could not be answered."""
+    import numpy as np
+
+    table = as_table(records)
+    codes, systems = system_codes(table)
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for position in np.flatnonzero(table.flags("error")).tolist():
+        groups.setdefault(systems[codes[position]], []).append(table.records[position])
+    return groups
 
 
 def error_changes(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -401,8 +475,10 @@ def error_changes(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> li
     (``--ipw-on-error``); only scopes where either run has any. All queries, not only the shared ones: a
     skipped query is in neither run's records, so pairing alone would hide it."""
     rows = []
-    old_groups = {"wrong": _by_system(baseline["records"]), "skipped": _by_system(baseline.get("skipped_queries") or [])}
-    new_groups = {"wrong": _by_system(current["records"]), "skipped": _by_system(current.get("skipped_queries") or [])}
+    old_groups = {"wrong": _failed_by_system(baseline["records"]),
+                  "skipped": _failed_by_system(baseline.get("skipped_queries") or [])}
+    new_groups = {"wrong": _failed_by_system(current["records"]),
+                  "skipped": _failed_by_system(current.get("skipped_queries") or [])}
     scopes = {scope for groups in (*old_groups.values(), *new_groups.values()) for scope in groups}
     for scope in sorted(scopes):
         sides = {side: {how: error_counts(groups[how].get(scope, [])) for how in groups}

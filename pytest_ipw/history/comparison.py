@@ -26,9 +26,12 @@ from pytest_ipw.history.compare import (
     error_change_line,
     error_changes,
     failed_gates,
-    pair_key,
+    pair_keys,
 )
 from pytest_ipw.history.storage import partial_note
+from pytest_ipw.analysis.metrics import system_codes
+from pytest_ipw.analysis.study import model_of_systems
+from pytest_ipw.analysis.table import as_table, group_positions, merge_equal_labels
 
 
 @dataclass(frozen=True)
@@ -146,11 +149,18 @@ class _System:
 
 def _systems(document: Mapping[str, Any]) -> dict[str, _System]:
     """System label (:func:`~pytest_ipw.core.systems.record_system`) -> its model, accelerator and queries."""
-    found: dict[str, tuple[str, str, set[Any]]] = {}
-    for record in document.get("records") or []:
-        entry = found.setdefault(record_system(record), (str(record["model"]), str(record["accelerator"]), set()))
-        entry[2].add(pair_key(record))
-    return {label: _System(model, accelerator, frozenset(keys)) for label, (model, accelerator, keys) in found.items()}
+    table = as_table(document.get("records") or [])
+    if not len(table):
+        return {}
+    codes, systems = system_codes(table)
+    model_codes, models = table.codes("model")
+    accelerator_codes, accelerators = table.codes("accelerator")
+    found = {}
+    for label, rows in zip(systems, group_positions(codes, len(systems))):
+        first = int(rows[0])
+        found[label] = _System(str(models[model_codes[first]]), str(accelerators[accelerator_codes[first]]),
+                               pair_keys(table, rows))
+    return found
 
 
 def _relabel(label: str, old_model: str, new_model: str) -> str:
@@ -288,6 +298,15 @@ def _renamed(baseline: Mapping[str, Any], pairs: Mapping[str, str]) -> Mapping[s
     the changes pair them."""
     if not pairs:
         return baseline
+    new_of = {old: new for new, old in pairs.items()}
+    if len(new_of) == len(pairs):  # each old model renamed once: the same records under new labels
+        table = as_table(baseline.get("records") or [])
+        codes, systems = system_codes(table)
+        model_of = model_of_systems(table)
+        labels = [_relabel(s, model_of[s], new_of[model_of[s]]) if model_of[s] in new_of else s for s in systems]
+        renamed = table.with_labels({"model": lambda m: new_of.get(m, m)},
+                                    derived={"system": merge_equal_labels(codes, labels)})
+        return {**baseline, "records": renamed.records}
     records = [r for r in baseline.get("records") or [] if r["model"] not in pairs]
     for new, old in pairs.items():
         records += [{**r, "model": new, "system": _relabel(record_system(r), old, new)}
@@ -335,6 +354,5 @@ def _say_coverage(result: Comparison, judged: Sequence[SystemCoverage], gates: S
 
 
 def _run_coverage(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[int, int]:
-    before = {pair_key(r) for r in baseline.get("records") or []}
-    after = {pair_key(r) for r in current.get("records") or []}
+    before, after = pair_keys(baseline.get("records") or []), pair_keys(current.get("records") or [])
     return len(before & after), max(len(before), len(after))

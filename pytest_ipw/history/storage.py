@@ -21,11 +21,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from pytest_ipw.core import defaults
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.core.files import dump_json, read_json
+
+if TYPE_CHECKING:
+    from pytest_ipw.analysis.table import RecordTable
 
 STORAGE_DIR = defaults.STORAGE_DIR
 #: the files that make a folder pytest's rootdir (the nearest one upwards holding any of them)
@@ -139,10 +142,24 @@ class SavedRun:
                    bool(match["dirty"]), match["name"])
 
 
+_DAMAGED = "it is corrupt or truncated: delete it or restore it from a backup"
+#: fields every record of a results file has (a file without them is damaged or foreign)
+_NEEDED = ("query_id", "model", "accelerator", "domain", "correct", "joules", "watts", "latency_s")
+
+
 def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a saved run or results file; a corrupt, truncated or foreign file is one clear error."""
     path = Path(path)
-    document = read_json(path, "saved run", "it is corrupt or truncated: delete it or restore it from a backup")
+    document = read_json(path, "saved run", _DAMAGED)
+    _check_document(document, path)
+    records = document.get("records")
+    if not isinstance(records, list):
+        raise IPWUsageError(f"saved run {path} has no list of records; it is not a complete pytest-ipw results file")
+    _check_records(records, path, 0)
+    return document
+
+
+def _check_document(document: Any, path: Path) -> None:
     if not isinstance(document, dict):
         raise IPWUsageError(f"saved run {path} is not a pytest-ipw results file (expected a JSON object)")
     version = document.get("schema_version")
@@ -151,15 +168,87 @@ def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"saved run {path} has schema_version {version!r}; this pytest-ipw reads {SUPPORTED_SCHEMA_VERSIONS}. "
             "Upgrade pytest-ipw, or re-run to save the run again"
         )
-    records = document.get("records")
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise IPWUsageError(f"saved run {path} has no list of records; it is not a complete pytest-ipw results file")
-    needed = ("query_id", "model", "accelerator", "domain", "correct", "joules", "watts", "latency_s")
-    for index, record in enumerate(records):
-        missing = [key for key in needed if key not in record]
-        if missing:
-            raise IPWUsageError(f"saved run {path}: record {index} lacks {', '.join(missing)}; the file is damaged")
-    return document
+
+
+def _check_records(records: list[Any], path: Path, first_index: int, required: Sequence[str] = _NEEDED) -> None:
+    needed = frozenset(required)
+    for index, record in enumerate(records, start=first_index):
+        if not isinstance(record, dict):
+            raise IPWUsageError(f"saved run {path} has no list of records; it is not a complete pytest-ipw results file")
+        if needed <= record.keys():  # the common case, one set comparison
+            continue
+        missing = [key for key in required if key not in record]
+        raise IPWUsageError(f"saved run {path}: record {index} lacks {', '.join(missing)}; the file is damaged")
+
+
+#: how the one results writer (:func:`pytest_ipw.core.files.dump_json`, indent 1) lays out the records:
+#: raw newlines occur only between tokens, so these byte strings mark the array and each record's end
+_RECORDS_START = b'\n "records": [\n'
+_RECORDS_END = b"\n ]"
+_RECORD_END = b"\n  },"
+_CHUNK_BYTES = 8 << 20
+
+
+def load_run_table(path: str | os.PathLike[str], keep_first: int = 0,
+                   required: Sequence[str] = _NEEDED) -> tuple[dict[str, Any], "RecordTable"]:
+    """A results file as (its document, its records as a table), without ever holding all records as dicts:
+    the records are parsed a few megabytes at a time into the columns the aggregates read
+    (:func:`pytest_ipw.analysis.table.concatenate`). ``document["records"]`` is the table's records: whole
+    for the first ``keep_first`` and for those the analyses read whole, else rebuilt from the columns.
+    Every record must have the ``required`` fields. A file in another layout is read whole (same result,
+    more memory)."""
+    from pytest_ipw.analysis.table import RecordTable, as_table, concatenate
+
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise IPWUsageError(f"saved run {path} does not exist") from None
+    except OSError as exc:
+        raise IPWUsageError(f"saved run {path} cannot be read ({exc})") from None
+    with handle:
+        head = handle.read(_CHUNK_BYTES)
+        start = head.find(_RECORDS_START)
+        if start < 0:  # another writer's layout (or no records): read it whole
+            document = load_run(path)
+            _check_records(document["records"], path, 0, required)
+            return document, as_table(document["records"])
+        prefix = head[:start] + b'\n "records": []'
+        rest: list[bytes] = []  # what follows the records, once they are read
+
+        def parts() -> Iterator[RecordTable]:
+            # one table per chunk, made and handed on before the next chunk is parsed
+            buffer, count = head[start + len(_RECORDS_START) - 1:], 0  # from the newline before the first record
+            while True:
+                end = buffer.find(_RECORDS_END)
+                cut = end if end >= 0 else buffer.rfind(_RECORD_END)
+                if cut >= 0:
+                    chunk = buffer[:cut + (0 if end >= 0 else len(_RECORD_END) - 1)]
+                    records = _parse(b"[" + chunk + b"]", path) if chunk.strip() else []
+                    _check_records(records, path, count, required)
+                    count += len(records)
+                    yield RecordTable(records)
+                if end >= 0:
+                    rest.append(buffer[end + len(_RECORDS_END):] + handle.read())
+                    return
+                buffer = buffer[cut + len(_RECORD_END):] if cut >= 0 else buffer
+                more = handle.read(_CHUNK_BYTES)
+                if not more:
+                    raise IPWUsageError(f"saved run {path} ends inside its records; {_DAMAGED}")
+                buffer += more
+
+        table = concatenate(parts(), keep_first=keep_first)
+    document = _parse(prefix + rest[0], path)
+    _check_document(document, path)
+    document["records"] = table.records
+    return document, table
+
+
+def _parse(data: bytes, path: Path) -> Any:
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IPWUsageError(f"saved run {path} is not valid JSON ({exc}); {_DAMAGED}") from None
 
 
 def partial_note(document: Mapping[str, Any]) -> str:
@@ -266,7 +355,8 @@ class Storage:
                 return run
         return None
 
-    def select_baseline(self, selector: str, machine: str, across_machines: bool = False) -> "BaselineChoice":
+    def select_baseline(self, selector: str, machine: str, across_machines: bool = False,
+                        load: Callable[[Path], dict[str, Any]] = load_run) -> "BaselineChoice":
         """The run ``--ipw-compare=SELECTOR`` compares with, loaded.
 
         ``latest``, a commit prefix and a branch name choose among runs, and pass over PARTIAL ones (an
@@ -276,14 +366,14 @@ class Storage:
         as_path = Path(selector)
         if selector.endswith(".json") and as_path.is_file():
             run = SavedRun.from_path(as_path) or SavedRun(as_path, as_path.parent.name, 0, "unknown", "", False, None)
-            return BaselineChoice(run, load_run(as_path), explicit=True)
+            return BaselineChoice(run, load(as_path), explicit=True)
         runs = list(reversed(self.runs(None if across_machines else machine)))
         skipped: list[tuple[SavedRun, Mapping[str, Any]]] = []
         for run in runs:
             if (selector.isdigit() and run.number == int(selector)) or run.name == selector:
-                return BaselineChoice(run, load_run(run.path), explicit=True, skipped=skipped)
+                return BaselineChoice(run, load(run.path), explicit=True, skipped=skipped)
             if selector == "latest" or (len(selector) >= 4 and run.commit.startswith(selector.lower())):
-                document = load_run(run.path)  # a damaged newest run is an error, never passed over
+                document = load(run.path)  # a damaged newest run is an error, never passed over
                 if not document.get("partial"):
                     return BaselineChoice(run, document, skipped=skipped)
                 skipped.append((run, document))
@@ -291,7 +381,7 @@ class Storage:
             return BaselineChoice(None, None, skipped=skipped)
         for run in runs:  # a branch name: the newest complete run whose saved commit_info names it
             try:
-                document = load_run(run.path)
+                document = load(run.path)
             except IPWUsageError:
                 continue
             if (document.get("commit_info") or {}).get("branch") != selector:

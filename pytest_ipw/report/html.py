@@ -40,7 +40,7 @@ from pytest_ipw.analysis.study import (
 )
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.analysis.metrics import Summary, combine_provenance, round_noise, system_codes
-from pytest_ipw.analysis.table import RecordTable, as_table
+from pytest_ipw.analysis.table import PartialRecords, RecordTable, as_table
 from pytest_ipw.hardware.card import card_differences
 from pytest_ipw.analysis.model_info import ModelInfo, parse_model_info
 from pytest_ipw.core.files import dump_json
@@ -110,7 +110,7 @@ class ReportData:
     """Everything the report shows, computed once from the records (pure)."""
 
     title: str
-    records: list[Mapping[str, Any]]
+    records: Sequence[Mapping[str, Any]]
     table: RecordTable  # the records as columns, for every figure computed over all of them
     basis: str
     summaries: list[Summary]
@@ -135,11 +135,13 @@ def analyse(document: Mapping[str, Any], model_info: Mapping[str, ModelInfo] | N
             history: Sequence[HistoryEntry] = (), title: str = "pytest-ipw report") -> ReportData:
     import numpy as np
 
-    records = list(document.get("records") or [])
-    if not records:
+    records = document.get("records") or []
+    if not len(records):
         raise IPWUsageError("the run has no records to report (no query finished)")
-    check_records(records, "the report's results")
-    table = RecordTable(records)
+    if not isinstance(records, PartialRecords):  # records read as columns were checked as they were read
+        records = list(records)
+        check_records(records, "the report's results")
+    table = as_table(records)
     infos = dict(model_info or {})
     if not infos and isinstance(document.get("model_info"), Mapping):
         infos = parse_model_info(document["model_info"], "the results file's model_info")
@@ -458,8 +460,8 @@ def runs_rows(document: Mapping[str, Any]) -> Table:
         info = document.get("machine_info", {}) or {}
         runs = [{"source": "this run", "host": info.get("node"), "machine_id": document.get("machine_id"),
                  "created_at": document.get("created_at"),
-                 "accelerators": sorted({str(r["accelerator"]) for r in document.get("records", [])}),
-                 "provenance": sorted({str(r.get("provenance")) for r in document.get("records", [])}),
+                 "accelerators": sorted({str(a) for (a,) in as_table(document.get("records", [])).distinct("accelerator")}),
+                 "provenance": sorted({str(p) for (p,) in as_table(document.get("records", [])).distinct("provenance")}),
                  "commit": (document.get("commit_info") or {}).get("id"), "records": len(document.get("records", []))}]
     headers = ["run", "host", "machine id", "created", "commit", "accelerators", "energy", "records"]
     rows = [[r.get("source"), r.get("host"), r.get("machine_id") or "", r.get("created_at") or "",

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from pytest_ipw import __version__
 from pytest_ipw.hardware.profiles import AcceleratorProfile, LocalDevice, detect_devices, load_profiles, resolve_accelerators
 from pytest_ipw.backends.base import GenerationSettings
-from pytest_ipw.analysis.table import RecordTable
+from pytest_ipw.analysis.table import AGGREGATED_FIELDS, RecordTable
 from pytest_ipw.analysis.metrics import Summary, accuracy_by_domain_rows, coverage, query_rounds, round_noise, summarize_systems
 from pytest_ipw.core.systems import assign_systems
 from pytest_ipw.hardware.card import run_cards
@@ -295,6 +295,7 @@ class IPWSession:
         everything = assign_systems(share_overlapping_energy(self.records + self.skipped_queries))
         self.records, self.skipped_queries = everything[:kept], everything[kept:]
         self.table = RecordTable(self.records)  # the columns every aggregate of this run reads
+        self.table.fetch(AGGREGATED_FIELDS)  # in one pass over the records
         self.summaries = summarize_systems(self.table)
         self.misses = self._threshold_misses()
 
