@@ -236,7 +236,9 @@ class RunOptions:
              "skip leaves it out of accuracy and lists it in the report and JSON; stop ends the run at the first "
              "one, keeping what finished.")
     parquet_path: str | None = option(
-        None, "--ipw-parquet", SCALE, metavar="PATH", help="also write the per-query records as Parquet.")
+        None, "--ipw-parquet", SCALE, metavar="PATH",
+        help="also write the per-query records as Parquet; pytest-ipw report and compare then read them from there, "
+             "as columns (for runs of 100,000 queries and more: docs/performance.md).")
     # -- history and regression gates ------------------------------------------------------------------
     storage: str | None = option(
         None, "--ipw-storage", HISTORY, metavar="DIR", cli=True,

@@ -6,9 +6,13 @@ read a saved results file the same way (records written before ``error`` existed
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_ipw.core.systems import record_system
+if TYPE_CHECKING:
+    from pytest_ipw.analysis.table import RecordTable
+
+if TYPE_CHECKING:
+    from pytest_ipw.analysis.table import RecordTable
 
 
 def failed(record: Mapping[str, Any]) -> bool:
@@ -16,16 +20,23 @@ def failed(record: Mapping[str, Any]) -> bool:
     return bool(record.get("error"))
 
 
-def query_errors(records: Iterable[Mapping[str, Any]], counted: str = "wrong") -> list[dict[str, Any]]:
+def query_errors(records: "Iterable[Mapping[str, Any]] | RecordTable", counted: str = "wrong") -> list[dict[str, Any]]:
     """One row per system (model × accelerator, per benchmark where several ran) and error kind: how many
     queries, which, and what the runtime said.
 
     ``counted`` says how accuracy treated them: "wrong" (``--ipw-on-error=record``) or "skipped".
     """
+    import numpy as np
+
+    from pytest_ipw.analysis.metrics import system_codes
+    from pytest_ipw.analysis.table import as_table
+
+    table = as_table(records)
+    codes, systems = system_codes(table)
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for record in records:
-        if failed(record):
-            groups.setdefault((record_system(record), record["error"]["kind"]), []).append(record)
+    for position in np.flatnonzero(table.flags("error")).tolist():  # failed(): a record with an error
+        record = table.records[position]
+        groups.setdefault((systems[codes[position]], record["error"]["kind"]), []).append(record)
     rows = []
     for (system, kind), group in groups.items():
         windows = {r["error"].get("context_window") for r in group} - {None}

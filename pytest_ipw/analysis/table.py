@@ -15,7 +15,6 @@ The rules themselves (what counts as correct, which energy basis, which windows 
 
 from __future__ import annotations
 
-from operator import itemgetter, methodcaller
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -51,7 +50,6 @@ class RecordTable:
         self._codes: dict[tuple[str, Any], tuple[np.ndarray, list[Any]]] = {}
         self._derived: dict[str, Any] = {}
         self._columns_only = False
-        self._fetched: dict[str, Sequence[Any]] = {}  # field -> each record's value, read in one pass
 
     def __len__(self) -> int:
         return self._count
@@ -83,8 +81,7 @@ class RecordTable:
         column = self._present.get(name)
         if column is None:
             self._require(name)
-            column = np.fromiter(map(methodcaller("__contains__", name), self.records), dtype=np.bool_,
-                                 count=self._count)
+            column = np.array([name in record for record in self.records], dtype=np.bool_)
             self._present[name] = column
         return column
 
@@ -112,27 +109,7 @@ class RecordTable:
 
     def _values(self, name: str) -> Sequence[Any]:
         self._require(name)
-        fetched = self._fetched.get(name)
-        return fetched if fetched is not None else list(map(methodcaller("get", name), self.records))
-
-    def fetch(self, names: Sequence[str]) -> None:
-        """Read the values of several fields in one pass over the records (much faster than one pass per
-        field where records hold most of them); the columns are then made from what was read."""
-        if not self._count:
-            return
-        names = [name for name in dict.fromkeys(names) if name not in self._fetched]
-        first = self.records[0]
-        common = [name for name in names if name in first]
-        if common:
-            try:  # C-level: every record has the fields the first one has
-                rows = list(map(itemgetter(*common), self.records))
-                columns = list(zip(*rows)) if len(common) > 1 else [tuple(rows)]
-                self._fetched.update(zip(common, columns))
-            except KeyError:
-                pass
-        for name in names:
-            if name not in self._fetched and not any(map(methodcaller("__contains__", name), self.records)):
-                self._fetched[name] = (None,) * self._count  # no record has it
+        return [record.get(name) for record in self.records]  # a comprehension: about twice map(methodcaller)
 
     def distinct(self, *names: str, default: Any = ABSENT, rows: Any = None) -> list[tuple[Any, ...]]:
         """The distinct combinations of text fields among the records (or ``rows`` of them), first-seen order."""
@@ -246,7 +223,6 @@ def concatenate(parts: Iterable[RecordTable], keep_first: int = 0) -> RecordTabl
     kept: dict[int, Mapping[str, Any]] = {}
     count = 0
     for part in parts:
-        part.fetch(AGGREGATED_FIELDS)
         for name in NUMBER_FIELDS:
             numbers[name].append(part.numbers(name))
         for name in FLAG_FIELDS:
@@ -266,17 +242,32 @@ def concatenate(parts: Iterable[RecordTable], keep_first: int = 0) -> RecordTabl
         for position in np.flatnonzero(whole).tolist():
             kept[count + position] = part.records[position]
         count += len(part)
-    table = RecordTable(())
-    table._count = count
-    table._columns_only = True
-
     def joined(columns: list[np.ndarray], dtype: Any) -> np.ndarray:
         return np.concatenate(columns) if columns else np.zeros(0, dtype=dtype)
 
-    table._numbers = {name: joined(columns, np.float64) for name, columns in numbers.items()}
-    table._flags = {name: joined(columns, np.bool_) for name, columns in flags.items()}
-    table._present = {name: joined(columns, np.bool_) for name, columns in present.items()}
-    table._raw_codes = {name: (joined(codes[name], np.int64), list(labels[name])) for name in TEXT_FIELDS}
+    return columns_table(count, {name: joined(columns, np.float64) for name, columns in numbers.items()},
+                         {name: joined(columns, np.bool_) for name, columns in flags.items()},
+                         {name: joined(columns, np.bool_) for name, columns in present.items()},
+                         {name: (joined(codes[name], np.int64), list(labels[name])) for name in TEXT_FIELDS}, kept)
+
+
+def columns_table(count: int, numbers: Mapping[str, np.ndarray], flags: Mapping[str, np.ndarray],
+                  present: Mapping[str, np.ndarray], codes: Mapping[str, tuple[np.ndarray, list[Any]]],
+                  kept: Mapping[int, Mapping[str, Any]]) -> RecordTable:
+    """A table of ``count`` records held only as columns (one for every field of the lists above; text as
+    codes and first-seen labels, None among them for absent or null), with the records in ``kept`` whole."""
+    missing = [name for name, held in ((n, numbers) for n in NUMBER_FIELDS) if name not in held] + \
+        [name for name in FLAG_FIELDS if name not in flags] + [name for name in TEXT_FIELDS if name not in codes] + \
+        [name for name in PRESENCE_FIELDS if name not in present]
+    if missing:
+        raise ValueError(f"a columns-only table needs every aggregated field; missing {', '.join(missing)}")
+    table = RecordTable(())
+    table._count = count
+    table._columns_only = True
+    table._numbers = dict(numbers)
+    table._flags = dict(flags)
+    table._present = dict(present)
+    table._raw_codes = dict(codes)
     table.records = PartialRecords(table, kept)
     return table
 

@@ -93,27 +93,46 @@ def write_json_atomic(path: str | os.PathLike[str], document: Mapping[str, Any])
     return target
 
 
-def write_parquet(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> Path:
-    """Per-query records as a Parquet table (columnar: fast to scan for millions of records)."""
+#: the key of a records Parquet file's schema metadata: which run wrote it, and which columns hold JSON text
+PARQUET_METADATA_KEY = b"pytest_ipw"
+
+
+def results_stamp(document: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies one results document: a Parquet copy of its records carries it, and is read in place
+    of the document's records only where the two agree."""
+    return {"created_at": document.get("created_at"), "duration_s": document.get("duration_s"),
+            "records": len(document.get("records") or ())}
+
+
+def write_parquet(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]],
+                  stamp: Mapping[str, Any] | None = None) -> Path:
+    """Per-query records as a Parquet table (columnar: fast to scan for millions of records); ``stamp``
+    (:func:`results_stamp`) ties it to the results document it copies."""
     from pytest_ipw.core.extras import require
 
     pa = require("pyarrow", "--ipw-parquet")
     pq = require("pyarrow.parquet", "--ipw-parquet")
 
     target = Path(path)
-    def flat(value: Any) -> Any:
-        # nested objects (meter extras, energy parts) vary per meter: store them as JSON text
-        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
-            return json.dumps(value, default=_json_default)
-        return value
+    def nested(value: Any) -> bool:
+        return isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value))
 
-    rows = [{key: flat(value) for key, value in r.items()} for r in records]
+    # nested objects (meter extras, energy parts) vary per meter: a column that holds one anywhere is JSON text
+    # throughout, and the metadata names it so that readers decode it
+    as_text = {key for r in records for key, value in r.items() if isinstance(value, (dict, list)) and nested(value)}
+    rows = [{key: json.dumps(value, default=_json_default) if key in as_text and value is not None else value
+             for key, value in r.items()} for r in records]
     temp_name = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(handle)
-        pq.write_table(pa.Table.from_pylist(rows), temp_name)
+        # every field any record has (Table.from_pylist would keep only those of the first record)
+        keys = list(dict.fromkeys(key for row in rows for key in row))
+        table = pa.Table.from_pydict({key: [row.get(key) for row in rows] for key in keys})
+        metadata = {"stamp": dict(stamp) if stamp else None, "json_columns": sorted(as_text)}
+        table = table.replace_schema_metadata({PARQUET_METADATA_KEY: json.dumps(metadata)})
+        pq.write_table(table, temp_name)
         os.replace(temp_name, target)
     except (OSError, pa.ArrowException) as exc:
         if temp_name is not None and os.path.exists(temp_name):

@@ -14,6 +14,7 @@ atomic and exclusive: two runs saving at once both survive, under different numb
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -214,6 +215,16 @@ def load_run_table(path: str | os.PathLike[str], keep_first: int = 0,
             _check_records(document["records"], path, 0, required)
             return document, as_table(document["records"])
         prefix = head[:start] + b'\n "records": []'
+        copy = _parquet_copy(prefix, path)
+        if copy is not None:  # the run also wrote its records as Parquet: read columns from there
+            parquet, stamp = copy
+            table = _table_from_parquet(parquet, keep_first, required, path)
+            if len(table) == stamp.get("records"):
+                handle.seek(start + len(_RECORDS_START) - 1)
+                document = _parse(prefix + _after_records(handle, path), path)
+                _check_document(document, path)
+                document["records"] = table.records
+                return document, table
         rest: list[bytes] = []  # what follows the records, once they are read
 
         def parts() -> Iterator[RecordTable]:
@@ -242,6 +253,115 @@ def load_run_table(path: str | os.PathLike[str], keep_first: int = 0,
     _check_document(document, path)
     document["records"] = table.records
     return document, table
+
+
+def _after_records(handle: Any, path: Path) -> bytes:
+    """Skip the records array (a byte search, nothing parsed); what follows it, to the end of the file."""
+    tail = b""
+    while True:
+        block = handle.read(_CHUNK_BYTES)
+        if not block:
+            raise IPWUsageError(f"saved run {path} ends inside its records; {_DAMAGED}")
+        buffer = tail + block
+        end = buffer.find(_RECORDS_END)
+        if end >= 0:
+            return buffer[end + len(_RECORDS_END):] + handle.read()
+        tail = buffer[-len(_RECORDS_END):]
+
+
+def _parquet_copy(prefix: bytes, path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The Parquet file a run wrote beside its results (``--ipw-parquet``), where it is readable and its
+    metadata names this very document (:func:`~pytest_ipw.core.files.results_stamp`), with that stamp; else None."""
+    try:
+        head = json.loads(prefix + b"\n}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    option = (((head.get("settings") or {}).get("options") or {}).get("ipw_parquet") or {})
+    named = option.get("value") if isinstance(option, Mapping) else None
+    if not named or importlib.util.find_spec("pyarrow") is None:
+        return None
+    import pyarrow.parquet as pq
+
+    from pytest_ipw.core.files import PARQUET_METADATA_KEY
+
+    for candidate in dict.fromkeys((Path(named), path.parent / named)):
+        try:
+            metadata = pq.read_schema(candidate).metadata or {}
+            stamp = json.loads(metadata.get(PARQUET_METADATA_KEY, b"{}")).get("stamp") or {}
+        except (OSError, ValueError):
+            continue
+        if stamp.get("created_at") == head.get("created_at") and stamp.get("duration_s") == head.get("duration_s") \
+                and head.get("created_at") is not None:
+            return candidate, stamp
+    return None
+
+
+def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str], path: Path) -> "RecordTable":
+    """The columns the aggregates read, straight from a Parquet copy of the records (no record becomes a dict
+    but the first ``keep_first`` and those the analyses read whole)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pytest_ipw.analysis.table import (
+        FLAG_FIELDS, KEEP_WHOLE_WHEN, NUMBER_FIELDS, PRESENCE_FIELDS, TEXT_FIELDS, columns_table, encode)
+    from pytest_ipw.core.files import PARQUET_METADATA_KEY
+
+    schema = pq.read_schema(parquet)
+    as_text = set(json.loads((schema.metadata or {}).get(PARQUET_METADATA_KEY, b"{}")).get("json_columns") or ())
+    absent = [name for name in required if name not in schema.names]
+    if absent:
+        raise IPWUsageError(f"saved run {path}: its records ({parquet}) lack {', '.join(absent)}; the file is damaged")
+    wanted = [n for n in dict.fromkeys(NUMBER_FIELDS + FLAG_FIELDS + TEXT_FIELDS) if n in schema.names]
+    table = pq.read_table(parquet, columns=wanted)
+    count = table.num_rows
+
+    def column(name: str) -> Any:
+        return table.column(name).combine_chunks() if name in table.column_names else None
+
+    numbers = {}
+    for name in NUMBER_FIELDS:
+        values = column(name)
+        numbers[name] = np.full(count, np.nan) if values is None else \
+            np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    flags = {}
+    for name in FLAG_FIELDS:
+        values = column(name)
+        if values is None or pa.types.is_null(values.type):
+            flags[name] = np.zeros(count, dtype=np.bool_)
+        elif pa.types.is_boolean(values.type):
+            flags[name] = np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=np.bool_)
+        elif pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            flags[name] = np.asarray(pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)) > 0
+        else:  # JSON text of an object or list, or plain text: truthy unless null or empty
+            empty = {"", "[]", "{}", "null", "false"} if name in as_text else {""}
+            flags[name] = np.array([v is not None and v not in empty for v in values.to_pylist()], dtype=np.bool_)
+    present = {name: np.full(count, name in table.column_names) for name in PRESENCE_FIELDS}
+    codes = {}
+    for name in TEXT_FIELDS:
+        values = column(name)
+        if values is None:
+            codes[name] = (np.zeros(count, dtype=np.int64), [None] if count else [])
+        elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            encoded = values.dictionary_encode()  # labels in first-seen order, each one used
+            labels = encoded.dictionary.to_pylist() + ([None] if values.null_count else [])  # None: absent or null
+            indices = pc.fill_null(encoded.indices, len(labels) - 1).to_numpy(zero_copy_only=False)
+            codes[name] = (np.asarray(indices, dtype=np.int64), labels)
+        else:
+            codes[name] = encode(values.to_pylist())
+    whole = np.zeros(count, dtype=np.bool_)
+    whole[:keep_first] = True
+    for name in KEEP_WHOLE_WHEN:
+        whole |= flags[name]
+    positions = np.flatnonzero(whole)
+    kept = {}
+    if len(positions):
+        rows = pq.read_table(parquet, memory_map=True).take(positions).to_pylist()
+        for position, record in zip(positions.tolist(), rows):
+            kept[position] = {key: json.loads(value) if key in as_text and isinstance(value, str) else value
+                              for key, value in record.items() if value is not None or key in PRESENCE_FIELDS}
+    return columns_table(count, numbers, flags, present, codes, kept)
 
 
 def _parse(data: bytes, path: Path) -> Any:

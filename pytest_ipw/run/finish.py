@@ -93,10 +93,10 @@ def finish_run(ipw: IPWSession) -> FinishOutcome:
         except IPWUsageError as exc:
             ipw.results["write_error"] = str(exc)
     if options.parquet_path:
-        from pytest_ipw.core.files import write_parquet
+        from pytest_ipw.core.files import results_stamp, write_parquet
 
         try:
-            write_parquet(options.parquet_path, ipw.records)
+            write_parquet(options.parquet_path, ipw.records, stamp=results_stamp(ipw.results))
         except IPWUsageError as exc:
             ipw.results["write_error"] = str(exc)
     report_line = write_html_report(ipw) if options.report_dir else None

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from pytest_ipw import __version__
 from pytest_ipw.hardware.profiles import AcceleratorProfile, LocalDevice, detect_devices, load_profiles, resolve_accelerators
 from pytest_ipw.backends.base import GenerationSettings
-from pytest_ipw.analysis.table import AGGREGATED_FIELDS, RecordTable
+from pytest_ipw.analysis.table import RecordTable
 from pytest_ipw.analysis.metrics import Summary, accuracy_by_domain_rows, coverage, query_rounds, round_noise, summarize_systems
 from pytest_ipw.core.systems import assign_systems
 from pytest_ipw.hardware.card import run_cards
@@ -38,6 +38,11 @@ class Target:
     @property
     def id(self) -> str:
         return f"{self.model.name}-{self.device.profile.name}"
+
+    def __hash__(self) -> int:
+        # pytest hashes a session-scoped parameter once per collected item (to order items by it); the
+        # dataclass hash would hash the whole model spec and device profile each time. Equal targets share these.
+        return hash((self.model.name, self.device.profile.name, self.device.index))
 
 
 def pin_to_worker(chosen: list[LocalDevice], local: list[LocalDevice], worker: str | None) -> list[LocalDevice]:
@@ -295,7 +300,6 @@ class IPWSession:
         everything = assign_systems(share_overlapping_energy(self.records + self.skipped_queries))
         self.records, self.skipped_queries = everything[:kept], everything[kept:]
         self.table = RecordTable(self.records)  # the columns every aggregate of this run reads
-        self.table.fetch(AGGREGATED_FIELDS)  # in one pass over the records
         self.summaries = summarize_systems(self.table)
         self.misses = self._threshold_misses()
 
@@ -360,7 +364,7 @@ class IPWSession:
             "records": self.records,
             # --ipw-on-error=skip: the queries left out of every figure, with their records (energy included)
             "skipped_queries": self.skipped_queries,
-            "query_errors": query_errors(self.records) + query_errors(self.skipped_queries, counted="skipped"),
+            "query_errors": query_errors(self.table) + query_errors(self.skipped_queries, counted="skipped"),
             "summary": [s.to_dict() for s in self.summaries],
             # --ipw-repeat: run-to-run noise per model × accelerator, and each query's mean and spread
             "repeats": {"rounds": self.options.repeat, "noise": round_noise(self.table),

@@ -70,18 +70,6 @@ def test_columns_hold_each_records_values(rows):
     assert table.distinct("model") == [(m,) for m in dict.fromkeys(r["model"] for r in rows)]
 
 
-@given(records())
-def test_one_pass_fetch_gives_the_same_columns(rows):
-    slow, fast = RecordTable(rows), RecordTable(rows)
-    fast.fetch(["joules", "ttft_s", "correct", "model", "split", "round"])
-    for name in ("joules", "ttft_s", "round"):
-        assert slow.numbers(name).tobytes() == fast.numbers(name).tobytes()
-    for name in ("split", "model"):
-        assert slow.codes(name, "?")[1] == fast.codes(name, "?")[1]
-        assert slow.codes(name, "?")[0].tolist() == fast.codes(name, "?")[0].tolist()
-    assert slow.flags("correct").tolist() == fast.flags("correct").tolist()
-
-
 @given(records(), st.data())
 @settings(max_examples=60)
 def test_a_table_read_in_chunks_gives_the_same_figures_as_one_read_whole(rows, data):

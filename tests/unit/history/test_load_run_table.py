@@ -105,3 +105,48 @@ def test_a_run_without_records_reads_as_an_empty_table(tmp_path):
     path.write_text(buffer.getvalue())
     read, table = load_run_table(path)
     assert len(table) == 0 and len(read["records"]) == 0
+
+
+def with_parquet(tmp_path: Path, document: dict, created_at: str = "2026-11-30T10:00:00Z") -> Path:
+    from pytest_ipw.core.files import results_stamp, write_parquet
+
+    # as a run writes it: when and how long before the records (the stamp is read before them)
+    document = {"created_at": created_at, "duration_s": 12.5, **document,
+                "settings": {**document["settings"], "options": {"ipw_parquet": {"value": "run.parquet"}}}}
+    path = write(document, tmp_path / "run.json")
+    write_parquet(tmp_path / "run.parquet", document["records"], stamp=results_stamp(document))
+    return path
+
+
+def test_records_come_from_the_runs_parquet_copy_when_it_names_the_same_run(tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow")
+    document = results(157, seed=6)
+    document["records"][10]["judge"] = {"judge": "j", "joules": 1.5, "cached": False}
+    path = with_parquet(tmp_path, document)
+    used = []
+    original = storage._table_from_parquet
+    monkeypatch.setattr(storage, "_table_from_parquet", lambda *a: used.append(a) or original(*a))
+    read, table = load_run_table(path, keep_first=3)
+    assert used, "the Parquet copy was not read"
+    whole = load_run(path)
+    assert {k: v for k, v in read.items() if k != "records"} == {k: v for k, v in whole.items() if k != "records"}
+    expected = RecordTable(whole["records"])
+    assert [s.to_dict() for s in summarize_systems(table)] == [s.to_dict() for s in summarize_systems(expected)]
+    assert coverage(table) == coverage(expected)
+    from pytest_ipw.analysis.quality import judge_cost
+
+    assert judge_cost(table) == judge_cost(expected)
+    for position in (0, 2, 3, 7, 10):  # the first ones, an energy part, an error, a judge: whole, nested decoded
+        original_record = {k: v for k, v in whole["records"][position].items() if v is not None or k == "ttft_s"}
+        assert read["records"][position] == original_record
+
+
+def test_a_parquet_file_of_another_run_is_not_used(tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow")
+    path = with_parquet(tmp_path, results(40, seed=7))
+    stale = json.loads(path.read_text())
+    stale["created_at"] = "2026-11-30T11:00:00Z"  # the JSON of a later run beside the older Parquet file
+    write(stale, path)
+    monkeypatch.setattr(storage, "_table_from_parquet", lambda *a: pytest.fail("read another run's Parquet"))
+    read, table = load_run_table(path)
+    assert len(table) == 40 and read["created_at"] == "2026-11-30T11:00:00Z"
