@@ -313,12 +313,12 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
     absent = [name for name in required if name not in schema.names]
     if absent:
         raise IPWUsageError(f"saved run {path}: its records ({parquet}) lack {', '.join(absent)}; the file is damaged")
-    wanted = [n for n in dict.fromkeys(NUMBER_FIELDS + FLAG_FIELDS + TEXT_FIELDS) if n in schema.names]
-    table = pq.read_table(parquet, columns=wanted)
-    count = table.num_rows
+    source = pq.ParquetFile(parquet)
+    count = source.metadata.num_rows
 
     def column(name: str) -> Any:
-        return table.column(name).combine_chunks() if name in table.column_names else None
+        # one column at a time, dropped once converted: memory holds one column's Arrow copy at most
+        return source.read(columns=[name]).column(name).combine_chunks() if name in schema.names else None
 
     numbers = {}
     for name in NUMBER_FIELDS:
@@ -337,7 +337,7 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
         else:  # JSON text of an object or list, or plain text: truthy unless null or empty
             empty = {"", "[]", "{}", "null", "false"} if name in as_text else {""}
             flags[name] = np.array([v is not None and v not in empty for v in values.to_pylist()], dtype=np.bool_)
-    present = {name: np.full(count, name in table.column_names) for name in PRESENCE_FIELDS}
+    present = {name: np.full(count, name in schema.names) for name in PRESENCE_FIELDS}
     codes = {}
     for name in TEXT_FIELDS:
         values = column(name)
@@ -356,11 +356,18 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
         whole |= flags[name]
     positions = np.flatnonzero(whole)
     kept = {}
-    if len(positions):
-        rows = pq.read_table(parquet, memory_map=True).take(positions).to_pylist()
-        for position, record in zip(positions.tolist(), rows):
-            kept[position] = {key: json.loads(value) if key in as_text and isinstance(value, str) else value
-                              for key, value in record.items() if value is not None or key in PRESENCE_FIELDS}
+    offset = 0
+    # whole records, one batch of rows at a time: the answers' text of a million records never sits in memory
+    for batch in source.iter_batches(batch_size=65536) if len(positions) else ():
+        if offset > positions[-1]:
+            break
+        inside = positions[(positions >= offset) & (positions < offset + batch.num_rows)]
+        if len(inside):
+            rows = batch.take(pa.array(inside - offset)).to_pylist()
+            for position, record in zip(inside.tolist(), rows):
+                kept[position] = {key: json.loads(value) if key in as_text and isinstance(value, str) else value
+                                  for key, value in record.items() if value is not None or key in PRESENCE_FIELDS}
+        offset += batch.num_rows
     return columns_table(count, numbers, flags, present, codes, kept)
 
 
