@@ -1,0 +1,94 @@
+"""Benchmarks of the steps whose cost grows with the number of records, at each ``--perf-sizes`` size: the
+end-of-run aggregate, the study analyses, ``pytest-ipw report`` and ``pytest-ipw compare``, reading a
+results file, and writing the records as JSON and as Parquet.
+
+They call only public entry points (the analysis functions, the command line, the results loader and the
+writers), so that they measure any implementation behind them, before and after a rewrite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perf import synthetic
+from pytest_ipw import cli
+from pytest_ipw.analysis import metrics, quality, study
+from pytest_ipw.core.files import write_json_atomic
+from pytest_ipw.history.storage import load_run
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the end of a run computes from its records for the results document and the summary: one
+    summary per system, accuracy per domain, coverage, the output-quality lines and the judge's cost."""
+    return {"summary": metrics.summarize_systems(records), "by_domain": metrics.accuracy_by(records, "domain"),
+            "coverage": metrics.coverage(records), "quality": quality.quality_summary(records, 64),
+            "judge_cost": quality.judge_cost(records)}
+
+
+def test_aggregate(run, records, size):
+    result = run(aggregate, records)
+    assert [s.system for s in result["summary"]] == [f"{m}@h100" for m in synthetic.model_names(4)]
+    assert sum(s.queries for s in result["summary"]) == len(records)
+    assert result["coverage"].queries == max(1, size // 4)
+    assert result["judge_cost"] is None  # no judged query in the synthetic run
+
+
+def analyses(records: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """The report's study analyses: coverage of systems and of models, local models against the largest as
+    a reference, routing (oracle, simulated routers, the largest model always), the Pareto frontier."""
+    largest = synthetic.model_names(4)[-1]
+    return (study.coverage_analysis(records), study.coverage_analysis(records, unit="model"),
+            study.local_vs_reference(records, reference=[largest]), study.routing_analysis(records),
+            study.pareto_frontier(metrics.summarize_systems(records)))
+
+
+def test_analyses(run, records, size):
+    systems, models, versus, routing, frontier = run(analyses, records)
+    assert systems.overall.queries == models.overall.queries == max(1, size // 4)
+    assert versus.to_dict() and routing.results and frontier
+
+
+def test_report(run, results_file, tmp_path):
+    """``pytest-ipw report FILE -o DIR``, in this process (the loader, the analyses, figures, HTML, Markdown)."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "report"
+
+    def report() -> int:
+        return cli.main(["report", str(results_file), "-o", str(out)])
+
+    assert run(report) == 0
+    assert (out / "index.html").stat().st_size and (out / "summary.md").stat().st_size
+
+
+def test_compare(run, results_file, second_results_file, capsys):
+    """``pytest-ipw compare FILE FILE2``: two runs of the study, the second 2% less efficient."""
+    assert run(cli.main, ["compare", str(results_file), str(second_results_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "model-3@h100" in printed and "joules" in printed
+
+
+def test_read_results(run, results_file, size):
+    """The results loader every command uses (``history.storage.load_run``)."""
+    document = run(load_run, results_file)
+    assert len(document["records"]) == 4 * max(1, size // 4)
+
+
+def test_write_results(run, records, tmp_path):
+    """``--ipw-json``: the results document written atomically (records and the run's summary)."""
+    document = {"schema_version": synthetic.SCHEMA_VERSION, "records": records,
+                "summary": [s.to_dict() for s in metrics.summarize_systems(records)]}
+    target = run(write_json_atomic, tmp_path / "results.json", document)
+    assert Path(target).stat().st_size > 100 * len(records)
+
+
+def test_write_parquet(run, records, tmp_path):
+    """``--ipw-parquet``: the records as a Parquet table (main has no reader of records from Parquet yet)."""
+    pytest.importorskip("pyarrow")
+    from pytest_ipw.core.files import write_parquet
+
+    target = run(write_parquet, tmp_path / "records.parquet", records)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(target).metadata.num_rows == len(records)
