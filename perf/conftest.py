@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `perf.synthetic` from any working folder
 
-from perf import synthetic  # noqa: E402
+from perf import synthetic
 
 DEFAULT_SIZES = "10000"
 

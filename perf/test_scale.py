@@ -8,23 +8,15 @@ writers), so that they measure any implementation behind them, before and after 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from perf import synthetic
+from perf.steps import aggregate, analyses
 from pytest_ipw import cli
-from pytest_ipw.analysis import metrics, quality, study
+from pytest_ipw.analysis import metrics
 from pytest_ipw.core.files import write_json_atomic
 from pytest_ipw.history.storage import load_run
-
-
-def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the end of a run computes from its records for the results document and the summary: one
-    summary per system, accuracy per domain, coverage, the output-quality lines and the judge's cost."""
-    return {"summary": metrics.summarize_systems(records), "by_domain": metrics.accuracy_by(records, "domain"),
-            "coverage": metrics.coverage(records), "quality": quality.quality_summary(records, 64),
-            "judge_cost": quality.judge_cost(records)}
 
 
 def test_aggregate(run, records, size):
@@ -33,15 +25,6 @@ def test_aggregate(run, records, size):
     assert sum(s.queries for s in result["summary"]) == len(records)
     assert result["coverage"].queries == max(1, size // 4)
     assert result["judge_cost"] is None  # no judged query in the synthetic run
-
-
-def analyses(records: list[dict[str, Any]]) -> tuple[Any, ...]:
-    """The report's study analyses: coverage of systems and of models, local models against the largest as
-    a reference, routing (oracle, simulated routers, the largest model always), the Pareto frontier."""
-    largest = synthetic.model_names(4)[-1]
-    return (study.coverage_analysis(records), study.coverage_analysis(records, unit="model"),
-            study.local_vs_reference(records, reference=[largest]), study.routing_analysis(records),
-            study.pareto_frontier(metrics.summarize_systems(records)))
 
 
 def test_analyses(run, records, size):
