@@ -110,16 +110,19 @@ def run_step(step: str, size: int, tree: Path, files: tuple[str, str]) -> dict[s
 
 
 def git_label(tree: Path) -> str:
-    """``<short commit> (<branch>[, uncommitted changes])`` of a tree, or ``not a git checkout``."""
+    """Which code is measured: the tree's commit and branch, and the last commit that changed pytest_ipw/
+    (what the figures depend on), or ``not a git checkout``."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True,
                               check=True).stdout.strip()
     try:
         commit, branch = git("rev-parse", "--short", "HEAD"), git("rev-parse", "--abbrev-ref", "HEAD")
+        package = git("log", "-1", "--format=%h", "--", "pytest_ipw")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "pytest_ipw"))
     except (OSError, subprocess.CalledProcessError):
         return "not a git checkout"
-    return f"{commit} ({branch}{', pytest_ipw/ has uncommitted changes' if dirty else ''})"
+    state = "with uncommitted changes" if dirty else "clean"
+    return f"{commit} ({branch}); pytest_ipw/ last changed in {package}, {state}"
 
 
 def machine_line() -> str:
