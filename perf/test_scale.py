@@ -1,6 +1,6 @@
 """Benchmarks of the steps whose cost grows with the number of records, at each ``--perf-sizes`` size: the
 end-of-run aggregate, the study analyses, ``pytest-ipw report`` and ``pytest-ipw compare``, reading a
-results file, and writing the records as JSON and as Parquet.
+results file (whole, and as columns), and writing the records as JSON and as Parquet.
 
 They call only public entry points (the analysis functions, the command line, the results loader and the
 writers), so that they measure any implementation behind them, before and after a rewrite."""
@@ -16,7 +16,7 @@ from perf.steps import aggregate, analyses
 from pytest_ipw import cli
 from pytest_ipw.analysis import metrics
 from pytest_ipw.core.files import write_json_atomic
-from pytest_ipw.history.storage import load_run
+from pytest_ipw.history.storage import load_run, load_run_table
 
 
 def test_aggregate(run, records, size):
@@ -53,9 +53,16 @@ def test_compare(run, results_file, second_results_file, capsys):
 
 
 def test_read_results(run, results_file, size):
-    """The results loader every command uses (``history.storage.load_run``)."""
+    """The whole-document results loader (``history.storage.load_run``: every record as a dict)."""
     document = run(load_run, results_file)
     assert len(document["records"]) == 4 * max(1, size // 4)
+
+
+def test_read_results_as_table(run, results_file, size):
+    """The loader ``pytest-ipw report`` and ``compare`` use (``history.storage.load_run_table``): the records
+    read a few megabytes at a time into columns."""
+    document, table = run(load_run_table, results_file)
+    assert len(table) == 4 * max(1, size // 4) and document["schema_version"] == synthetic.SCHEMA_VERSION
 
 
 def test_write_results(run, records, tmp_path):
