@@ -80,6 +80,13 @@ def second_results_file(size: int) -> Path:
     return synthetic.second_results_file(size)
 
 
+@pytest.fixture(scope="session")
+def parquet_results_file(size: int) -> Path:
+    """A results file whose run also wrote its records as Parquet (``--ipw-parquet``): the loaders read that."""
+    pytest.importorskip("pyarrow")
+    return synthetic.results_file(size, parquet=True)
+
+
 @pytest.fixture
 def run(benchmark: Any, size: int) -> Callable[..., Any]:
     """``run(function, *args)``: benchmark it with rounds suited to the size; returns its result."""

@@ -7,8 +7,9 @@ larger model answers more queries and spends more energy and time per query. Eve
 ``benchmark`` it ran in, its energy provenance (meter, provenance, domain, idle baseline, active energy,
 the counter's readings) and a prefill/decode split at the first token, as an NVML run writes them.
 
-``results_file(n)`` writes the document with the plugin's own writer, once per size, seed, shift and
-generator version, into a cache folder (``IPW_PERF_CACHE``, default ``$TMPDIR/ipw-perf-cache``): writing a
+``results_file(n)`` writes the document with the plugin's own writer (and, with ``parquet=True``, the
+Parquet copy of its records a run writes with ``--ipw-parquet``), once per size, seed, shift and generator
+version, into a cache folder (``IPW_PERF_CACHE``, default ``$TMPDIR/ipw-perf-cache``): writing a
 million records takes minutes.
 """
 
@@ -145,16 +146,28 @@ def cache_folder() -> Path:
     return folder
 
 
-def results_file(n: int, *, seed: int = 0, shift: float = 1.0) -> Path:
-    """The path of a synthetic results file of ``n`` records, written by the plugin's writer on first use."""
+def results_file(n: int, *, seed: int = 0, shift: float = 1.0, parquet: bool = False) -> Path:
+    """The path of a synthetic results file of ``n`` records, written by the plugin's writer on first use.
+
+    ``parquet``: the run also wrote its records as Parquet (``--ipw-parquet``), as the run does: the document
+    records the option, and the Parquet file beside it carries the document's stamp."""
     from pytest_ipw.core.files import write_json_atomic
 
-    path = cache_folder() / f"synthetic-v{GENERATOR_VERSION}-{n}-s{seed}-x{shift:g}.json"
-    if not path.exists():
-        write_json_atomic(path, synthetic_document(n, seed=seed, shift=shift))
+    stem = f"synthetic-v{GENERATOR_VERSION}-{n}-s{seed}-x{shift:g}" + ("-parquet" if parquet else "")
+    path = cache_folder() / f"{stem}.json"
+    if path.exists():
+        return path
+    document = synthetic_document(n, seed=seed, shift=shift)
+    if parquet:
+        from pytest_ipw.core.files import results_stamp, write_parquet
+
+        copy = path.with_suffix(".parquet")
+        document["settings"]["options"] = {"ipw_parquet": {"value": copy.name, "from": "command line"}}
+        write_parquet(copy, document["records"], stamp=results_stamp(document))
+    write_json_atomic(path, document)  # last: its presence says the pair is complete
     return path
 
 
-def second_results_file(n: int) -> Path:
+def second_results_file(n: int, *, parquet: bool = False) -> Path:
     """Another run of the same study for comparisons: other noise, 2% more energy per query."""
-    return results_file(n, seed=1, shift=1.02)
+    return results_file(n, seed=1, shift=1.02, parquet=parquet)

@@ -11,6 +11,8 @@ Steps:
   figures, HTML and Markdown);
 - ``compare``: ``python -m pytest_ipw compare FILE FILE2`` (two runs of the same study, the second 2% less
   efficient: perf/synthetic.py);
+- ``report-parquet``, ``compare-parquet`` (opt-in): the same on runs that also wrote their records as
+  Parquet (``--ipw-parquet``), which the loader reads in place of the JSON records;
 - ``aggregate``: in one process, the records made one at a time and kept as a run keeps them (a list of
   dicts), then what the end of a run computes from them (perf/steps.py ``aggregate``). Time and CPU are the
   aggregate's alone; peak RSS is the process's (the records included); "kept" is the memory the records
@@ -40,6 +42,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 STEPS = ("report", "compare", "aggregate")
+#: opt-in: the same commands on runs that also wrote their records as Parquet (--ipw-parquet)
+PARQUET_STEPS = ("report-parquet", "compare-parquet")
 
 #: the aggregate step's process: argv[1] is the number of records; prints its figures as one JSON line
 AGGREGATE = r"""
@@ -64,8 +68,8 @@ assert sum(s.queries for s in result["summary"]) == len(kept)
 print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "kept_bytes": kept_bytes, "records": len(kept)}))
 """
 
-MAKE_FILES = "import sys; from perf import synthetic; n = int(sys.argv[1]); " \
-             "print(synthetic.results_file(n)); print(synthetic.second_results_file(n))"
+MAKE_FILES = "import sys; from perf import synthetic; n, pq = int(sys.argv[1]), sys.argv[2] == 'parquet'; " \
+             "print(synthetic.results_file(n, parquet=pq)); print(synthetic.second_results_file(n, parquet=pq))"
 
 
 def measured(command: list[str], env: dict[str, str], cwd: str) -> dict[str, Any]:
@@ -95,10 +99,10 @@ def tree_env(tree: Path) -> dict[str, str]:
 def run_step(step: str, size: int, tree: Path, files: tuple[str, str]) -> dict[str, Any]:
     env = tree_env(tree)
     with tempfile.TemporaryDirectory() as work:
-        if step == "report":
+        if step.startswith("report"):
             figures = measured([sys.executable, "-m", "pytest_ipw", "report", files[0], "-o", os.path.join(work, "r")],
                                env, work)
-        elif step == "compare":
+        elif step.startswith("compare"):
             figures = measured([sys.executable, "-m", "pytest_ipw", "compare", files[0], files[1]], env, work)
         else:
             figures = measured([sys.executable, "-c", AGGREGATE, str(size)], env, work)
@@ -157,16 +161,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=parse_sizes, default=[10_000, 100_000],
                         help="records per run, comma-separated (default 10000,100000)")
-    parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {', '.join(STEPS)} (default all)")
+    parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {', '.join(STEPS + PARQUET_STEPS)} "
+                        f"(default {','.join(STEPS)})")
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH",
                         help="a checkout whose pytest_ipw to measure (repeatable; default: this one)")
     parser.add_argument("--rounds", type=int, default=1, help="processes per step, size and tree (default 1)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the figures to FILE")
     args = parser.parse_args()
     steps = [s for s in args.steps.split(",") if s]
-    unknown = sorted(set(steps) - set(STEPS))
+    unknown = sorted(set(steps) - set(STEPS + PARQUET_STEPS))
     if unknown:
-        parser.error(f"--steps: unknown {', '.join(unknown)}; choose from {', '.join(STEPS)}")
+        parser.error(f"--steps: unknown {', '.join(unknown)}; choose from {', '.join(STEPS + PARQUET_STEPS)}")
     trees = []
     for text in args.tree or [f"this checkout={ROOT}"]:
         label, _, path = text.rpartition("=")
@@ -179,17 +184,22 @@ def main() -> None:
         print(f"- {label}: {git_label(tree)}", flush=True)
     rows: list[dict[str, Any]] = []
     for size in args.sizes:
-        files: tuple[str, str] = ("", "")
-        if {"report", "compare"} & set(steps):
-            made = measured([sys.executable, "-c", MAKE_FILES, str(size)], tree_env(ROOT), str(ROOT))
-            files = tuple(made["stdout"].split())  # type: ignore[assignment]
-            print(f"- {size:,} records: {os.path.getsize(files[0]) / 2**20:,.0f} MiB of JSON ({Path(files[0]).name})",
-                  flush=True)
+        files: dict[str, tuple[str, str]] = {}
+        for kind in ("json", "parquet"):
+            if any(step.split("-")[0] in ("report", "compare") and step.endswith("-parquet") == (kind == "parquet")
+                   for step in steps):
+                made = measured([sys.executable, "-c", MAKE_FILES, str(size), kind], tree_env(ROOT), str(ROOT))
+                files[kind] = tuple(made["stdout"].split())  # type: ignore[assignment]
+                extra = (f" + {os.path.getsize(Path(files[kind][0]).with_suffix('.parquet')) / 2**20:,.0f} MiB of "
+                         "Parquet" if kind == "parquet" else "")
+                print(f"- {size:,} records: {os.path.getsize(files[kind][0]) / 2**20:,.0f} MiB of JSON{extra} "
+                      f"({Path(files[kind][0]).name})", flush=True)
         for step in steps:
             results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
             for _ in range(args.rounds):
                 for label, tree in trees:
-                    results[label].append(run_step(step, size, tree, files))
+                    pair = files.get("parquet" if step.endswith("-parquet") else "json", ("", ""))
+                    results[label].append(run_step(step, size, tree, pair))
             for label, _ in trees:
                 runs = results[label]
                 row = {"step": step, "records": size, "tree": label, "rounds": len(runs),

@@ -65,6 +65,13 @@ def test_read_results_as_table(run, results_file, size):
     assert len(table) == 4 * max(1, size // 4) and document["schema_version"] == synthetic.SCHEMA_VERSION
 
 
+def test_read_results_from_parquet(run, parquet_results_file, size):
+    """``load_run_table`` of a run that also wrote its records as Parquet: the columns come from the Parquet
+    copy (its stamp names the document), the JSON records are skipped over."""
+    document, table = run(load_run_table, parquet_results_file)
+    assert len(table) == 4 * max(1, size // 4) and document["settings"]["options"]["ipw_parquet"]["value"]
+
+
 def test_write_results(run, records, tmp_path):
     """``--ipw-json``: the results document written atomically (records and the run's summary)."""
     document = {"schema_version": synthetic.SCHEMA_VERSION, "records": records,
@@ -74,7 +81,7 @@ def test_write_results(run, records, tmp_path):
 
 
 def test_write_parquet(run, records, tmp_path):
-    """``--ipw-parquet``: the records as a Parquet table (main has no reader of records from Parquet yet)."""
+    """``--ipw-parquet``: the records as a Parquet table."""
     pytest.importorskip("pyarrow")
     from pytest_ipw.core.files import write_parquet
 

@@ -33,12 +33,13 @@ def test_the_perf_benchmarks_run_at_a_tiny_size(tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     passed = re.search(r"(\d+) passed", result.stdout)
-    assert passed and int(passed.group(1)) >= 13, result.stdout[-2000:]
+    assert passed and int(passed.group(1)) >= 14, result.stdout[-2000:]
     assert "skipped" not in result.stdout.splitlines()[-1], result.stdout[-2000:]
     # the synthetic runs were written where IPW_PERF_CACHE says, and are results files every command reads
     files = sorted((tmp_path / "cache").glob("synthetic-*.json"))
-    assert len(files) == 2
+    assert len(files) == 3  # two runs to compare, and one with a Parquet copy of its records
     assert len(json.loads(files[0].read_text())["records"]) == 200
+    assert len(list((tmp_path / "cache").glob("synthetic-*-parquet.parquet"))) == 1
 
 
 def test_an_unusable_size_is_one_usage_error(tmp_path):
