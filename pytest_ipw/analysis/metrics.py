@@ -162,11 +162,9 @@ def excluded_windows(records: "Sequence[Mapping[str, Any]] | RecordTable") -> An
     from pytest_ipw.meters.base import energy_exclusions
 
     def make(t: "RecordTable") -> Any:
-        flagged = t.flags("meter_flags")  # most windows carry no flag at all
-        excluded = np.zeros(len(t), dtype=np.bool_)
-        for position in np.flatnonzero(flagged).tolist():
-            excluded[position] = bool(energy_exclusions(t.records[position].get("meter_flags")))
-        return excluded
+        codes, labels = t.codes("meter_flags")  # each distinct set of flags once
+        unknown = np.array([bool(energy_exclusions(flags)) for flags in labels], dtype=np.bool_)
+        return unknown[codes] if len(labels) else np.zeros(len(t), dtype=np.bool_)
 
     return as_table(records).derived("excluded", make)
 

@@ -44,7 +44,6 @@ def quality_summary(records: "Sequence[Mapping[str, Any]] | RecordTable", max_to
     strict_codes, strict_labels = table.codes("correct_strict")
     strict_missing = np.array([label is None for label in strict_labels], dtype=bool)[strict_codes] \
         if strict_labels else np.zeros(0, dtype=bool)
-    with_protocol = table.flags("strict_protocol")
     rows = []
     for system, group in zip(systems, group_positions(codes, len(systems))):
         n = len(group)
@@ -65,28 +64,29 @@ def quality_summary(records: "Sequence[Mapping[str, Any]] | RecordTable", max_to
             "truncation_flag": share >= TRUNCATION_FLAG_SHARE,
             "max_tokens": max_tokens,
             "token_sources": sorted({str(source or "runtime") for (source,) in table.distinct("token_source", rows=group)}),
-            "official_strict": _official_strict([table.records[i] for i in group[with_protocol[group]].tolist()]),
+            "official_strict": _official_strict(table, group),
         })
     return rows
 
 
-def _official_strict(group: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Strict vs flexible accuracy of the queries scored under each data set's official protocol (``group``:
-    the records that name one)."""
+def _official_strict(table: "RecordTable", rows: Any) -> list[dict[str, Any]]:
+    """Strict vs flexible accuracy of the queries (``rows`` of ``table``) scored under each data set's
+    official protocol."""
     from pytest_ipw.queries.protocols import protocol_title
 
-    by_protocol: dict[str, list[Mapping[str, Any]]] = {}
-    for record in group:
-        if record.get("strict_protocol"):
-            by_protocol.setdefault(str(record["strict_protocol"]), []).append(record)
-    rows = []
-    for name, records in sorted(by_protocol.items()):
-        n = len(records)
-        strict = sum(1 for r in records if r.get("correct_strict")) / n
-        flexible = sum(1 for r in records if r["correct"]) / n
-        rows.append({"protocol": name, "title": protocol_title(name), "queries": n, "accuracy_strict": strict,
-                     "accuracy_flexible": flexible, "gap_points": 100 * (flexible - strict)})
-    return rows
+    codes, protocols = table.codes("strict_protocol")
+    strict, correct = table.flags("correct_strict")[rows], table.flags("correct")[rows]
+    out = []
+    for code, name in sorted(((c, p) for c, p in enumerate(protocols) if p), key=lambda item: str(item[1])):
+        mine = codes[rows] == code
+        n = int(mine.sum())
+        if not n:
+            continue
+        strict_share, flexible = int(strict[mine].sum()) / n, int(correct[mine].sum()) / n
+        out.append({"protocol": str(name), "title": protocol_title(str(name)), "queries": n,
+                    "accuracy_strict": strict_share, "accuracy_flexible": flexible,
+                    "gap_points": 100 * (flexible - strict_share)})
+    return out
 
 
 def judge_cost(records: "Iterable[Mapping[str, Any]] | RecordTable") -> dict[str, Any] | None:
@@ -96,24 +96,37 @@ def judge_cost(records: "Iterable[Mapping[str, Any]] | RecordTable") -> dict[str
     from pytest_ipw.analysis.table import as_table
 
     table = as_table(records)
-    with_judge = (table.records[i].get("judge") for i in np.flatnonzero(table.flags("judge")).tolist())
-    judged = [j for j in with_judge if isinstance(j, Mapping)]
-    if not judged:
+    judged = table.flags("judge") & _is_verdict(table)
+    if not judged.any():
         return None
-    fresh = [j for j in judged if not j.get("cached")]
-    joules = [j["joules"] for j in fresh if j.get("joules") is not None]
+    fresh = judged & ~table.flags("judge.cached")
+    joules = table.numbers("judge.joules")[fresh]
+    joules = joules[~np.isnan(joules)]
+    names_codes, names = table.codes("judge.judge")
+    provenance_codes, provenances = table.codes("judge.energy_provenance")
     return {
-        "judge": sorted({str(j.get("judge")) for j in judged}),
-        "verdicts": len(judged),
-        "cached": len(judged) - len(fresh),
-        "no_verdict": sum(1 for j in judged if j.get("unscorable")),
-        "tokens_in": sum(int(j.get("tokens_in") or 0) for j in fresh),
-        "tokens_out": sum(int(j.get("tokens_out") or 0) for j in fresh),
-        "seconds": math.fsum(float(j.get("latency_s") or 0.0) for j in fresh),
+        "judge": sorted({str(names[c]) for c in np.unique(names_codes[judged]).tolist()}),
+        "verdicts": int(judged.sum()),
+        "cached": int((judged & ~fresh).sum()),
+        "no_verdict": int((judged & table.flags("judge.unscorable")).sum()),
+        "tokens_in": int(np.nan_to_num(table.numbers("judge.tokens_in")[fresh]).sum()),
+        "tokens_out": int(np.nan_to_num(table.numbers("judge.tokens_out")[fresh]).sum()),
+        "seconds": math.fsum(np.nan_to_num(table.numbers("judge.latency_s")[fresh]).tolist()),
         # None only when no fresh verdict could be metered (a remote judge); all cached costs 0 J
-        "joules": math.fsum(joules) if joules else (0.0 if not fresh else None),
-        "energy_provenance": sorted({str(j.get("energy_provenance")) for j in fresh if j.get("energy_provenance")}),
+        "joules": math.fsum(joules.tolist()) if len(joules) else (0.0 if not fresh.any() else None),
+        "energy_provenance": sorted({str(provenances[c]) for c in np.unique(provenance_codes[fresh]).tolist()
+                                     if provenances[c]}),
     }
+
+
+def _is_verdict(table: "RecordTable") -> Any:
+    """Records whose ``judge`` is a verdict (an object), not another value."""
+    import numpy as np
+
+    # a verdict always names its judge (scoring.judge); a plain value (a string, a list) has no judge.judge
+    codes, names = table.codes("judge.judge")
+    return np.array([name is not None for name in names], dtype=np.bool_)[codes] if names else \
+        np.zeros(len(table), dtype=np.bool_)
 
 
 def _protocol_notes(summary: Sequence[Mapping[str, Any]]) -> list[str]:

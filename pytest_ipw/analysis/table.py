@@ -11,6 +11,10 @@ The rules themselves (what counts as correct, which energy basis, which windows 
 - ``numbers(name)``: float64, NaN where the field is absent or null;
 - ``flags(name)``: bool, the field's truthiness (absent and null are False);
 - ``codes(name)``: (int codes, labels) for text fields, labels in first-seen order.
+
+Nested fields are columns too: ``meter_flags`` and ``energy_parts`` are coded as tuples (a run has few
+distinct ones), and a judge's verdict as ``judge.<field>`` columns, so that no analysis needs a whole record
+but for the rare query that could not be answered.
 """
 
 from __future__ import annotations
@@ -25,16 +29,34 @@ ABSENT = None
 
 #: the fields aggregates read, by kind: what a table read from a results file holds (see :func:`concatenate`)
 NUMBER_FIELDS = ("joules", "watts", "seconds", "latency_s", "ttft_s", "tokens_in", "tokens_out", "joules_active",
-                 "idle_watts", "prefill_joules", "prefill_s", "decode_joules", "decode_s", "decode_tokens", "round")
+                 "idle_watts", "prefill_joules", "prefill_s", "decode_joules", "decode_s", "decode_tokens", "round",
+                 "judge.joules", "judge.tokens_in", "judge.tokens_out", "judge.latency_s")
 TEXT_FIELDS = ("query_id", "domain", "split", "model", "accelerator", "benchmark", "system", "meter", "provenance",
-               "energy_domain", "energy_basis", "token_source", "phase_split", "correct_strict")
+               "energy_domain", "energy_basis", "token_source", "phase_split", "correct_strict", "strict_protocol",
+               "meter_flags", "energy_parts", "judge.judge", "judge.energy_provenance")
 FLAG_FIELDS = ("correct", "unscorable", "truncated", "correct_strict", "error", "meter_flags", "energy_parts",
-               "judge", "strict_protocol")
+               "judge", "strict_protocol", "judge.cached", "judge.unscorable")
 #: fields whose absence differs from null (older files lack them; null says "not known")
 PRESENCE_FIELDS = ("ttft_s",)
 AGGREGATED_FIELDS = NUMBER_FIELDS + FLAG_FIELDS + TEXT_FIELDS
 #: a record with any of these set is kept whole: the few analyses that read more than columns read them
-KEEP_WHOLE_WHEN = ("meter_flags", "energy_parts", "judge", "strict_protocol", "error")
+KEEP_WHOLE_WHEN = ("error",)
+
+
+def tuple_of_flags(value: Any) -> tuple[str, ...]:
+    """``meter_flags`` as a label: the flags in order (none: an empty tuple)."""
+    return tuple(str(flag) for flag in value) if isinstance(value, (list, tuple)) else ()
+
+
+def tuple_of_parts(value: Any) -> tuple[tuple[Any, Any, Any], ...]:
+    """``energy_parts`` as a label: (sensor, provenance, domain) of each part."""
+    if not isinstance(value, (list, tuple)):
+        return ()
+    return tuple((p.get("sensor"), p.get("provenance"), p.get("domain")) for p in value if isinstance(p, Mapping))
+
+
+#: nested fields held as hashable labels: field -> the label of a record's value
+AS_LABEL: dict[str, Callable[[Any], Any]] = {"meter_flags": tuple_of_flags, "energy_parts": tuple_of_parts}
 
 
 class RecordTable:
@@ -93,7 +115,10 @@ class RecordTable:
         if found is None:
             raw = self._raw_codes.get(name)
             if raw is None:
-                raw = self._raw_codes[name] = encode(self._values(name))
+                values = self._values(name)
+                if name in AS_LABEL:
+                    values = list(map(AS_LABEL[name], values))
+                raw = self._raw_codes[name] = encode(values)
             codes, labels = raw
             if None in labels:  # absent or null: the default, merged with an equal label
                 labels = [default if label is None else label for label in labels]
@@ -109,6 +134,10 @@ class RecordTable:
 
     def _values(self, name: str) -> Sequence[Any]:
         self._require(name)
+        if "." in name:  # a field of a nested object, e.g. judge.joules
+            outer, inner = name.split(".", 1)
+            return [value.get(inner) if isinstance(value := record.get(outer), Mapping) else None
+                    for record in self.records]
         return [record.get(name) for record in self.records]  # a comprehension: about twice map(methodcaller)
 
     def distinct(self, *names: str, default: Any = ABSENT, rows: Any = None) -> list[tuple[Any, ...]]:
@@ -173,11 +202,12 @@ class PartialRecords(Sequence[Mapping[str, Any]]):
         record: dict[str, Any] = {}
         for name in TEXT_FIELDS:
             codes, labels = table._raw_codes[name]
-            if labels[codes[index]] is not None:
+            if labels[codes[index]] is not None and "." not in name and name not in AS_LABEL:
                 record[name] = labels[codes[index]]
+        record["meter_flags"] = list(table._raw_codes["meter_flags"][1][table._raw_codes["meter_flags"][0][index]])
         for name in NUMBER_FIELDS:
             value = table._numbers[name][index]
-            if value == value:  # not NaN
+            if value == value and "." not in name:  # not NaN
                 record[name] = value.item()
         for name in ("correct", "unscorable", "truncated"):
             record[name] = bool(table._flags[name][index])
@@ -209,6 +239,13 @@ class RelabelledRecords(Sequence[Mapping[str, Any]]):
             codes, labels = self.table._derived["system"]
             record["system"] = labels[codes[position]]
         return record
+
+
+def label_counts(table: RecordTable, name: str) -> list[tuple[Any, int]]:
+    """Each label of a coded field with the number of records that have it (first-seen order)."""
+    codes, labels = table.codes(name)
+    counts = np.bincount(codes, minlength=len(labels)) if len(labels) else []
+    return [(label, int(n)) for label, n in zip(labels, counts) if n]
 
 
 def concatenate(parts: Iterable[RecordTable], keep_first: int = 0) -> RecordTable:

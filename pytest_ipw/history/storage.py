@@ -305,7 +305,7 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
     import pyarrow.parquet as pq
 
     from pytest_ipw.analysis.table import (
-        FLAG_FIELDS, KEEP_WHOLE_WHEN, NUMBER_FIELDS, PRESENCE_FIELDS, TEXT_FIELDS, columns_table, encode)
+        AS_LABEL, FLAG_FIELDS, KEEP_WHOLE_WHEN, NUMBER_FIELDS, PRESENCE_FIELDS, TEXT_FIELDS, columns_table, encode)
     from pytest_ipw.core.files import PARQUET_METADATA_KEY
 
     schema = pq.read_schema(parquet)
@@ -320,13 +320,32 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
         # one column at a time, dropped once converted: memory holds one column's Arrow copy at most
         return source.read(columns=[name]).column(name).combine_chunks() if name in schema.names else None
 
+    decoded: dict[str, list[Any]] = {}
+
+    def python_values(name: str) -> list[Any]:
+        """Each row's value of a nested field (``judge.joules``: of the judge object), JSON text decoded."""
+        outer, _, inner = name.partition(".")
+        if outer not in decoded:
+            values = column(outer)
+            values = [None] * count if values is None else values.to_pylist()
+            decoded[outer] = [json.loads(v) if outer in as_text and isinstance(v, str) else v for v in values]
+        if not inner:
+            return decoded[outer]
+        return [v.get(inner) if isinstance(v, dict) else None for v in decoded[outer]]
+
     numbers = {}
     for name in NUMBER_FIELDS:
+        if "." in name:
+            numbers[name] = np.array(python_values(name), dtype=np.float64)
+            continue
         values = column(name)
         numbers[name] = np.full(count, np.nan) if values is None else \
             np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     flags = {}
     for name in FLAG_FIELDS:
+        if "." in name:
+            flags[name] = np.fromiter(map(bool, python_values(name)), dtype=np.bool_, count=count)
+            continue
         values = column(name)
         if values is None or pa.types.is_null(values.type):
             flags[name] = np.zeros(count, dtype=np.bool_)
@@ -340,6 +359,11 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
     present = {name: np.full(count, name in schema.names) for name in PRESENCE_FIELDS}
     codes = {}
     for name in TEXT_FIELDS:
+        if "." in name or name in AS_LABEL:
+            label = AS_LABEL.get(name)
+            values = python_values(name)
+            codes[name] = encode(list(map(label, values)) if label else values)
+            continue
         values = column(name)
         if values is None:
             codes[name] = (np.zeros(count, dtype=np.int64), [None] if count else [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_ipw.analysis.metrics import Coverage, Summary, accuracy_by, combine_provenance, round_noise
-from pytest_ipw.analysis.table import RecordTable, as_table
+from pytest_ipw.analysis.table import RecordTable, as_table, label_counts
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -121,8 +121,7 @@ def provenance_notes(records: "Sequence[Mapping[str, Any]] | RecordTable", meter
     sensors = sorted((str(m), str(p)) for m, p in table.distinct("meter", "provenance"))
     for sensor, provenance in sensors:
         lines.append(f"energy: {provenance.upper()} by {sensor}")
-    with_parts = [table.records[i] for i in np.flatnonzero(table.flags("energy_parts")).tolist()]
-    parts = sorted({(p["sensor"], p["provenance"], p["domain"]) for r in with_parts for p in r["energy_parts"]})
+    parts = sorted({part for label, _ in label_counts(table, "energy_parts") for part in label})
     for sensor, provenance, domain in parts:
         lines.append(f"energy:   part {provenance.upper()} {domain} by {sensor}")
     lines.extend(_basis_notes(table))
@@ -134,13 +133,13 @@ def provenance_notes(records: "Sequence[Mapping[str, Any]] | RecordTable", meter
         lines.append("energy: this run MIXES measured and estimated figures; compare rows only with care")
     for target, note in sorted(meter_notes.items()):
         lines.append(f"meter for {target}: {note}")
-    flagged = [table.records[i] for i in np.flatnonzero(table.flags("meter_flags")).tolist()]
+    flagged = [(flags, n) for flags, n in label_counts(table, "meter_flags") if flags]
     lines.extend(_flag_notes(flagged))
     try:
         workers = int(workers or 0)
     except (TypeError, ValueError):
         workers = 2  # xdist's "auto"/"logical" before it is resolved: several workers either way
-    shared = sum(1 for r in flagged if any(str(f).startswith("energy-shared:") for f in r["meter_flags"]))
+    shared = sum(n for flags, n in flagged if any(f.startswith("energy-shared:") for f in flags))
     if shared:
         lines.append(f"energy: {shared} query window(s) overlapped others on the same sensor ({workers or 'several'} "
                      "xdist workers); each stretch of time's energy was split among the queries running then, not "
@@ -148,8 +147,8 @@ def provenance_notes(records: "Sequence[Mapping[str, Any]] | RecordTable", meter
     elif workers > 1:
         lines.append(f"energy: {workers} xdist workers ran, and no two query windows overlapped on one sensor")
     # a query that could not be answered has no first token by definition (QUERY ERRORS names those)
-    without_ttft = np.flatnonzero(np.isnan(table.numbers("ttft_s")) & ~table.flags("error")).tolist()
-    no_ttft = sum(1 for i in without_ttft if "ttft_s" in table.records[i])  # null, not absent (older files)
+    # null, not absent (older files lack the field)
+    no_ttft = int((np.isnan(table.numbers("ttft_s")) & table.present("ttft_s") & ~table.flags("error")).sum())
     if no_ttft:
         lines.append(f"timing: {no_ttft} of {len(table)} answer(s) have no time to first token (ttft_s is null; "
                      "backend_extra.ttft_definition in --ipw-json says why, where the backend knows)")
@@ -177,27 +176,29 @@ def _basis_notes(table: "RecordTable") -> list[str]:
             + ("; idle-subtracted energy is joules_active in --ipw-json, --ipw-energy=active uses it)" if len(idle) else ")")]
 
 
-def _flag_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Lines about the windows' meter flags (``records``: those that carry any)."""
+def _flag_notes(flagged: Sequence[tuple[tuple[str, ...], int]]) -> list[str]:
+    """Lines about the windows' meter flags (``flagged``: each distinct set of flags, and how many windows)."""
     from pytest_ipw.meters.base import FLAG_BELOW_IDLE, FLAG_SHORT_WINDOW, energy_exclusions
 
     excluded: dict[str, int] = {}
-    for record in records:
-        for flag in energy_exclusions(record.get("meter_flags")):
-            excluded[flag] = excluded.get(flag, 0) + 1
-    left_out = sum(1 for r in records if energy_exclusions(r.get("meter_flags")))
+    left_out = 0
+    for flags, n in flagged:
+        unknown = energy_exclusions(flags)
+        left_out += n if unknown else 0
+        for flag in unknown:
+            excluded[flag] = excluded.get(flag, 0) + n
     lines = [f"energy: {left_out} window(s) LEFT OUT of J/query, W, IPW and IPJ because their energy is unknown ("
              + ", ".join(f"{n} {flag}" for flag, n in sorted(excluded.items()))
              + "); their queries still count for accuracy"] if left_out else []
     counts: dict[str, int] = {}
-    for record in records:
-        for flag in record.get("meter_flags") or ():
-            counts[flag] = counts.get(flag, 0) + 1
+    for flags, n in flagged:
+        for flag in flags:
+            counts[flag] = counts.get(flag, 0) + n
     for flag in excluded:
         counts.pop(flag, None)
     if counts.pop(FLAG_SHORT_WINDOW, 0):
-        n = sum(1 for r in records if FLAG_SHORT_WINDOW in (r.get("meter_flags") or ()))
-        lines.append(f"energy: {n} window(s) were shorter than their sensor's update period; "
+        short = sum(n for flags, n in flagged if FLAG_SHORT_WINDOW in flags)
+        lines.append(f"energy: {short} window(s) were shorter than their sensor's update period; "
                      "their figures are imprecise (see meter_flags in --ipw-json)")
     below = counts.pop(FLAG_BELOW_IDLE, 0)
     if below:

@@ -53,8 +53,10 @@ def run_warnings(ipw: IPWSession) -> list[tuple[type[Warning], str]]:
         if info.get("fallback_reason"):
             found.append((w.MeterFallbackWarning, f"{target}: measured by {info.get('meter')}, not the accelerator's "
                                                   f"natural meter: {info['fallback_reason']}"))
-    flagged = (ipw.records[i] for i in ipw.table.flags("meter_flags").nonzero()[0].tolist())
-    shared = sum(1 for r in flagged if any(str(f).startswith("energy-shared") for f in r["meter_flags"]))
+    from pytest_ipw.analysis.table import label_counts
+
+    shared = sum(n for flags, n in label_counts(ipw.table, "meter_flags")
+                 if any(flag.startswith("energy-shared") for flag in flags))
     if shared:
         found.append((w.SharedEnergyWarning, f"{shared} query window(s) overlapped on one sensor; their energy was "
                                              "shared out among them (joules_window keeps the raw figure)"))

@@ -15,7 +15,8 @@ from pytest_ipw.analysis.metrics import (
     record_energy,
     summarize_systems,
 )
-from pytest_ipw.analysis.quality import quality_summary
+from pytest_ipw.analysis.quality import judge_cost, quality_summary
+from pytest_ipw.report.terminal import provenance_notes
 from pytest_ipw.analysis.study import coverage_analysis, routing_analysis
 from pytest_ipw.analysis.table import RecordTable, as_table, concatenate
 from pytest_ipw.meters.base import FLAG_COUNTER_RESET, FLAG_SHORT_WINDOW
@@ -52,6 +53,13 @@ def records(draw, min_size=1, max_size=40):
                 record[name] = draw(st.one_of(st.none(), st.floats(0.0, 100.0)))
         if draw(st.booleans()):
             record["energy_basis"] = "total"
+        if draw(st.integers(0, 3)) == 0:
+            record["judge"] = {"judge": draw(st.sampled_from(["j1", "j2"])), "cached": draw(st.booleans()),
+                               "joules": draw(st.one_of(st.none(), st.floats(0.0, 50.0))), "tokens_in": 30,
+                               "tokens_out": 2, "latency_s": 0.2, "energy_provenance": "estimated"}
+        if draw(st.integers(0, 3)) == 0:
+            record["energy_parts"] = [{"sensor": draw(st.sampled_from(["rapl", "nvml"])), "provenance": "measured",
+                                       "domain": "cpu", "joules": 1.0}]
         out.append(record)
     return out
 
@@ -85,16 +93,20 @@ def test_a_table_read_in_chunks_gives_the_same_figures_as_one_read_whole(rows, d
     assert accuracy_by(chunked, "domain") == accuracy_by(whole, "domain")
     assert quality_summary(chunked, 64) == quality_summary(whole, 64)
     assert coverage_analysis(chunked).to_dict() == coverage_analysis(whole).to_dict()
+    assert judge_cost(chunked) == judge_cost(whole)
+    assert provenance_notes(chunked, {}) == provenance_notes(whole, {})
 
 
 def test_records_of_a_chunked_table_are_whole_where_kept_and_rebuilt_elsewhere():
     rows = [{"query_id": f"q{i}", "model": "m", "accelerator": "cpu", "domain": "d", "correct": i % 2 == 0,
              "joules": 1.0 + i, "watts": 2.0, "latency_s": 0.5, "response": f"answer {i}",
              "meter_flags": ["counter-reset"] if i == 7 else []} for i in range(10)]
+    rows[8]["error"] = {"kind": "timeout", "message": "slow"}
     table = concatenate([RecordTable(rows[:4]), RecordTable(rows[4:])], keep_first=2)
-    assert table.records[0] is rows[0] and table.records[7] is rows[7]  # the first ones, and a flagged one
+    assert table.records[0] is rows[0] and table.records[8] is rows[8]  # the first ones, and a failed query
     rebuilt = table.records[5]
     assert rebuilt["query_id"] == "q5" and rebuilt["joules"] == 6.0 and "response" not in rebuilt
+    assert table.records[7]["meter_flags"] == ["counter-reset"]  # nested fields are columns too
     assert as_table(table.records) is table
 
 

@@ -55,7 +55,7 @@ def test_reading_in_chunks_gives_the_document_and_the_figures_of_reading_whole(t
     assert {k: v for k, v in document.items() if k != "records"} == {k: v for k, v in whole.items() if k != "records"}
     assert len(document["records"]) == len(whole["records"]) == len(table)
     assert document["records"][:5] == whole["records"][:5]  # kept whole
-    assert document["records"][3] == whole["records"][3]  # energy parts: kept whole for the notes
+    assert document["records"][7] == whole["records"][7]  # a failed query: kept whole for its error
     expected = RecordTable(whole["records"])
     assert [s.to_dict() for s in summarize_systems(table)] == [s.to_dict() for s in summarize_systems(expected)]
     assert coverage(table) == coverage(expected)
@@ -136,7 +136,10 @@ def test_records_come_from_the_runs_parquet_copy_when_it_names_the_same_run(tmp_
     from pytest_ipw.analysis.quality import judge_cost
 
     assert judge_cost(table) == judge_cost(expected)
-    for position in (0, 2, 3, 7, 10):  # the first ones, an energy part, an error, a judge: whole, nested decoded
+    from pytest_ipw.report.terminal import provenance_notes
+
+    assert provenance_notes(table, {}) == provenance_notes(expected, {})  # energy parts, flags: columns too
+    for position in (0, 2, 7, 14):  # the first ones and the failed queries: whole, nested objects decoded
         original_record = {k: v for k, v in whole["records"][position].items() if v is not None or k == "ttft_s"}
         assert read["records"][position] == original_record
 
