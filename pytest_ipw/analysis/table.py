@@ -176,13 +176,12 @@ class RecordTable:
         return table
 
 
-class PartialRecords(Sequence[Mapping[str, Any]]):
-    """The records of a table read from a results file: whole where kept (the first ones, and those the
-    analyses read whole: :data:`KEEP_WHOLE_WHEN`), else rebuilt from the columns (the fields they hold)."""
+class TableRecords(Sequence[Mapping[str, Any]]):
+    """Records that come with their table (``as_table`` of them gives it back): a view, each record made when
+    it is asked for by :meth:`_record`."""
 
-    def __init__(self, table: RecordTable, kept: Mapping[int, Mapping[str, Any]]):
+    def __init__(self, table: RecordTable):
         self.table = table
-        self._kept = kept
 
     def __len__(self) -> int:
         return len(self.table)
@@ -194,6 +193,21 @@ class PartialRecords(Sequence[Mapping[str, Any]]):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError("record index out of range")
+        return self._record(index)
+
+    def _record(self, index: int) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+
+class PartialRecords(TableRecords):
+    """The records of a table read from a results file: whole where kept (the first ones, and those the
+    analyses read whole: :data:`KEEP_WHOLE_WHEN`), else rebuilt from the columns (the fields they hold)."""
+
+    def __init__(self, table: RecordTable, kept: Mapping[int, Mapping[str, Any]]):
+        super().__init__(table)
+        self._kept = kept
+
+    def _record(self, index: int) -> Mapping[str, Any]:
         whole = self._kept.get(index)
         return whole if whole is not None else self._rebuild(index)
 
@@ -214,30 +228,24 @@ class PartialRecords(Sequence[Mapping[str, Any]]):
         return record
 
 
-class RelabelledRecords(Sequence[Mapping[str, Any]]):
+class RelabelledRecords(TableRecords):
     """The records of :meth:`RecordTable.with_labels`: each original record with the table's labels of the
     relabelled fields (and its ``system``, where the table derives one)."""
 
     def __init__(self, table: RecordTable, originals: Sequence[Mapping[str, Any]], fields: Sequence[str]):
-        self.table = table
+        super().__init__(table)
         self._originals = originals
         self._fields = fields
 
-    def __len__(self) -> int:
-        return len(self._originals)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def _record(self, index: int) -> Mapping[str, Any]:
         record = dict(self._originals[index])
-        position = index + len(self) if index < 0 else index
         for name in self._fields:
             codes, labels = self.table._raw_codes[name]
-            if labels[codes[position]] is not None:
-                record[name] = labels[codes[position]]
+            if labels[codes[index]] is not None:
+                record[name] = labels[codes[index]]
         if "system" in self.table._derived:
             codes, labels = self.table._derived["system"]
-            record["system"] = labels[codes[position]]
+            record["system"] = labels[codes[index]]
         return record
 
 
@@ -327,7 +335,7 @@ def as_table(records: "Iterable[Mapping[str, Any]] | RecordTable") -> RecordTabl
     """``records`` as a table (a table, or the records of one, give that table: its columns are shared)."""
     if isinstance(records, RecordTable):
         return records
-    if isinstance(records, (PartialRecords, RelabelledRecords)):
+    if isinstance(records, TableRecords):
         return records.table
     return RecordTable(records)  # type: ignore[arg-type]
 

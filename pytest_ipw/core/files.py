@@ -93,6 +93,8 @@ def write_json_atomic(path: str | os.PathLike[str], document: Mapping[str, Any])
     return target
 
 
+#: rows per Parquet row group: a reader that wants a few whole records decompresses one group, not the file
+PARQUET_ROW_GROUP = 50_000
 #: the key of a records Parquet file's schema metadata: which run wrote it, and which columns hold JSON text
 PARQUET_METADATA_KEY = b"pytest_ipw"
 
@@ -132,7 +134,7 @@ def write_parquet(path: str | os.PathLike[str], records: Sequence[Mapping[str, A
         table = pa.Table.from_pydict({key: [row.get(key) for row in rows] for key in keys})
         metadata = {"stamp": dict(stamp) if stamp else None, "json_columns": sorted(as_text)}
         table = table.replace_schema_metadata({PARQUET_METADATA_KEY: json.dumps(metadata)})
-        pq.write_table(table, temp_name)
+        pq.write_table(table, temp_name, row_group_size=PARQUET_ROW_GROUP)
         os.replace(temp_name, target)
     except (OSError, pa.ArrowException) as exc:
         if temp_name is not None and os.path.exists(temp_name):

@@ -220,8 +220,7 @@ def load_run_table(path: str | os.PathLike[str], keep_first: int = 0,
             parquet, stamp = copy
             table = _table_from_parquet(parquet, keep_first, required, path)
             if len(table) == stamp.get("records"):
-                handle.seek(start + len(_RECORDS_START) - 1)
-                document = _parse(prefix + _after_records(handle, path), path)
+                document = _parse(prefix + _after_records(handle, path, start + len(_RECORDS_START) - 1), path)
                 _check_document(document, path)
                 document["records"] = table.records
                 return document, table
@@ -255,8 +254,19 @@ def load_run_table(path: str | os.PathLike[str], keep_first: int = 0,
     return document, table
 
 
-def _after_records(handle: Any, path: Path) -> bytes:
+#: what follows a run's records (the key after them in IPWSession.results_document), searched from the end
+_AFTER_RUN_RECORDS = b'\n ],\n "skipped_queries": '
+
+
+def _after_records(handle: Any, path: Path, records_start: int) -> bytes:
     """Skip the records array (a byte search, nothing parsed); what follows it, to the end of the file."""
+    size = os.fstat(handle.fileno()).st_size
+    handle.seek(max(records_start, size - _CHUNK_BYTES))  # the end of a run's file: what follows its records
+    tail = handle.read()
+    found = tail.rfind(_AFTER_RUN_RECORDS)
+    if found >= 0:
+        return tail[found + len(_RECORDS_END):]
+    handle.seek(records_start)  # another document's layout: search forward
     tail = b""
     while True:
         block = handle.read(_CHUNK_BYTES)
@@ -305,7 +315,8 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
     import pyarrow.parquet as pq
 
     from pytest_ipw.analysis.table import (
-        AS_LABEL, FLAG_FIELDS, KEEP_WHOLE_WHEN, NUMBER_FIELDS, PRESENCE_FIELDS, TEXT_FIELDS, columns_table, encode)
+        AS_LABEL, FLAG_FIELDS, KEEP_WHOLE_WHEN, NUMBER_FIELDS, PRESENCE_FIELDS, TEXT_FIELDS, columns_table, encode,
+        merge_equal_labels)
     from pytest_ipw.core.files import PARQUET_METADATA_KEY
 
     schema = pq.read_schema(parquet)
@@ -327,7 +338,7 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
         outer, _, inner = name.partition(".")
         if outer not in decoded:
             values = column(outer)
-            values = [None] * count if values is None else values.to_pylist()
+            values = [None] * count if values is None or values.null_count == count else values.to_pylist()
             decoded[outer] = [json.loads(v) if outer in as_text and isinstance(v, str) else v for v in values]
         if not inner:
             return decoded[outer]
@@ -357,12 +368,32 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
             empty = {"", "[]", "{}", "null", "false"} if name in as_text else {""}
             flags[name] = np.array([v is not None and v not in empty for v in values.to_pylist()], dtype=np.bool_)
     present = {name: np.full(count, name in schema.names) for name in PRESENCE_FIELDS}
+    def nested_codes(name: str) -> tuple[Any, list[Any]]:
+        """Codes of a nested field held as labels (meter_flags, energy_parts): only distinct values or
+        non-empty rows become Python objects."""
+        label, values = AS_LABEL[name], column(name)
+        if values is None or pa.types.is_null(values.type):
+            return np.zeros(count, dtype=np.int64), [label(None)] if count else []
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):  # JSON text: few distinct
+            encoded = values.dictionary_encode()
+            texts = encoded.dictionary.to_pylist()
+            labels = [label(json.loads(text) if name in as_text else text) for text in texts] + [label(None)]
+            indices = pc.fill_null(encoded.indices, len(labels) - 1).to_numpy(zero_copy_only=False)
+            return merge_equal_labels(np.asarray(indices, dtype=np.int64), labels)
+        lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
+        filled = np.flatnonzero(lengths > 0)
+        filled_codes, filled_labels = encode([label(v) for v in values.take(pa.array(filled)).to_pylist()])
+        result = np.zeros(count, dtype=np.int64)  # label 0: an empty value
+        result[filled] = filled_codes + 1
+        return merge_equal_labels(result, [label(None)] + filled_labels)
+
     codes = {}
     for name in TEXT_FIELDS:
-        if "." in name or name in AS_LABEL:
-            label = AS_LABEL.get(name)
-            values = python_values(name)
-            codes[name] = encode(list(map(label, values)) if label else values)
+        if name in AS_LABEL:
+            codes[name] = nested_codes(name)
+            continue
+        if "." in name:
+            codes[name] = encode(python_values(name))
             continue
         values = column(name)
         if values is None:
@@ -379,19 +410,19 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
     for name in KEEP_WHOLE_WHEN:
         whole |= flags[name]
     positions = np.flatnonzero(whole)
-    kept = {}
+    kept: dict[int, dict[str, Any]] = {}
     offset = 0
-    # whole records, one batch of rows at a time: the answers' text of a million records never sits in memory
-    for batch in source.iter_batches(batch_size=65536) if len(positions) else ():
-        if offset > positions[-1]:
-            break
-        inside = positions[(positions >= offset) & (positions < offset + batch.num_rows)]
+    # whole records, one row group at a time (the writer makes them small: the first answers' group is read,
+    # not every answer's text)
+    for group in range(source.metadata.num_row_groups) if len(positions) else ():
+        rows = source.metadata.row_group(group).num_rows
+        inside = positions[(positions >= offset) & (positions < offset + rows)]
         if len(inside):
-            rows = batch.take(pa.array(inside - offset)).to_pylist()
-            for position, record in zip(inside.tolist(), rows):
+            batch = source.read_row_group(group).take(pa.array(inside - offset)).to_pylist()
+            for position, record in zip(inside.tolist(), batch):
                 kept[position] = {key: json.loads(value) if key in as_text and isinstance(value, str) else value
                                   for key, value in record.items() if value is not None or key in PRESENCE_FIELDS}
-        offset += batch.num_rows
+        offset += rows
     return columns_table(count, numbers, flags, present, codes, kept)
 
 

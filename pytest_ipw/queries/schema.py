@@ -105,8 +105,9 @@ def _as_str_tuple(value: Any, name: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def query_from_row(row: dict[str, Any]) -> Query:
-    """Build a validated :class:`Query` from one data set row; raises ``ValueError`` naming the field."""
+def query_from_row(row: dict[str, Any], default_source: str | None = None) -> Query:
+    """Build a validated :class:`Query` from one data set row; raises ``ValueError`` naming the field.
+    ``default_source`` is its :attr:`Query.source` where the row names none."""
     missing = [name for name in REQUIRED_FIELDS if _is_missing(row.get(name))]
     if missing:
         raise ValueError(f"missing required field(s): {', '.join(missing)}")
@@ -169,7 +170,7 @@ def query_from_row(row: dict[str, Any]) -> Query:
         tolerance=tolerance,
         difficulty=None if _is_missing(difficulty) else str(difficulty),
         aliases=_as_str_tuple(row.get("aliases"), "aliases"),
-        source=None if _is_missing(row.get("source")) else str(row["source"]),
+        source=default_source if _is_missing(row.get("source")) else str(row["source"]),
         protocol=protocol,
     )
 
@@ -251,10 +252,11 @@ def query_file_kind(path: Path) -> str:
     return builder
 
 
-def load_queries(path: str | os.PathLike[str] | None = None, skipped: SkippedRows | None = None) -> list[Query]:
+def load_queries(path: str | os.PathLike[str] | None = None, skipped: SkippedRows | None = None,
+                 source: str | None = None) -> list[Query]:
     """Load and validate a query set file. Every problem is an :class:`IPWUsageError` naming file and line,
     except that with ``skipped`` (``--ipw-skip-invalid``) invalid rows and repeated ids are left out and
-    counted there instead."""
+    counted there instead. ``source`` is the :attr:`Query.source` of rows that name none."""
     path = Path(path) if path is not None else DEFAULT_QUERY_SET
     builder = query_file_kind(path)
     if builder == "json":
@@ -270,7 +272,7 @@ def load_queries(path: str | os.PathLike[str] | None = None, skipped: SkippedRow
     for index, row in enumerate(rows):
         place = _row_place(index, line_numbers, path)
         try:
-            query = query_from_row(row)
+            query = query_from_row(row, source)
         except ValueError as exc:
             if skipped is not None:
                 skipped.add(row_label(row.get("id") if isinstance(row, dict) else None, place), str(exc))

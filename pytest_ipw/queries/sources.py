@@ -384,9 +384,10 @@ def _load_single(text: str, mapping: dict[str, str], skip_invalid: bool) -> tupl
     path = Path(text).expanduser()
     name = _source_name(text)
     if not mapping:
-        queries = load_queries(path, skipped)
+        # rows without a source of their own take the file's name as they are made (not copied after)
+        queries = load_queries(path, skipped, source=name)
         info = {"kind": "file", "spec": text, "loaded": len(queries), "skipped": _skipped_info(skipped)}
-        return name, [q if q.source else _with_source(q, name) for q in queries], info
+        return name, queries, info
     rows = _read_rows(path)
     queries = _queries_from_rows(rows, mapping, str(path), name, skipped)
     return name, queries, {"kind": "file", "spec": text, "columns": mapping, "rows": len(rows), "loaded": len(queries),
@@ -395,12 +396,6 @@ def _load_single(text: str, mapping: dict[str, str], skip_invalid: bool) -> tupl
 
 def _skipped_info(skipped: SkippedRows | None) -> dict[str, Any] | None:
     return skipped.to_dict() if skipped is not None else None
-
-
-def _with_source(query: Query, name: str) -> Query:
-    from dataclasses import replace
-
-    return replace(query, source=name)
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:

@@ -118,9 +118,15 @@ def with_parquet(tmp_path: Path, document: dict, created_at: str = "2026-11-30T1
     return path
 
 
-def test_records_come_from_the_runs_parquet_copy_when_it_names_the_same_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", ["run", "no key after the records"])
+def test_records_come_from_the_runs_parquet_copy_when_it_names_the_same_run(tmp_path, monkeypatch, layout):
     pytest.importorskip("pyarrow")
     document = results(157, seed=6)
+    if layout != "run":  # the end of the records is then found by searching forward
+        del document["skipped_queries"]
+    from pytest_ipw.core import files
+
+    monkeypatch.setattr(files, "PARQUET_ROW_GROUP", 16)  # whole records come from several row groups
     document["records"][10]["judge"] = {"judge": "j", "joules": 1.5, "cached": False}
     path = with_parquet(tmp_path, document)
     used = []
