@@ -23,6 +23,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+#: the dtype of a text field's codes: 4 bytes a record (a run has far fewer than 2**31 distinct values)
+CODE = np.int32
+
 #: marks an absent field among a text column's labels (``codes(name, default=...)`` replaces it)
 ABSENT = None
 
@@ -278,7 +281,7 @@ def concatenate(parts: Iterable[RecordTable], keep_first: int = 0) -> RecordTabl
             part.codes(name)  # encodes the field once
             part_codes, part_labels = part._raw_codes[name]
             index = labels[name]
-            translate = np.array([index.setdefault(label, len(index)) for label in part_labels], dtype=np.int64)
+            translate = np.array([index.setdefault(label, len(index)) for label in part_labels], dtype=CODE)
             codes[name].append(translate[part_codes] if len(part_labels) else part_codes)
         whole = np.zeros(len(part), dtype=np.bool_)
         whole[:max(0, keep_first - count)] = True
@@ -293,7 +296,7 @@ def concatenate(parts: Iterable[RecordTable], keep_first: int = 0) -> RecordTabl
     return columns_table(count, {name: joined(columns, np.float64) for name, columns in numbers.items()},
                          {name: joined(columns, np.bool_) for name, columns in flags.items()},
                          {name: joined(columns, np.bool_) for name, columns in present.items()},
-                         {name: (joined(codes[name], np.int64), list(labels[name])) for name in TEXT_FIELDS}, kept)
+                         {name: (joined(codes[name], CODE), list(labels[name])) for name in TEXT_FIELDS}, kept)
 
 
 def columns_table(count: int, numbers: Mapping[str, np.ndarray], flags: Mapping[str, np.ndarray],
@@ -321,13 +324,13 @@ def encode(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     """Codes and first-seen labels of hashable ``values``."""
     labels = list(dict.fromkeys(values))  # few distinct values: C-level, first-seen order
     number = {label: code for code, label in enumerate(labels)}
-    return np.fromiter(map(number.__getitem__, values), dtype=np.int64, count=len(values)), labels
+    return np.fromiter(map(number.__getitem__, values), dtype=CODE, count=len(values)), labels
 
 
 def merge_equal_labels(codes: np.ndarray, labels: list[Any]) -> tuple[np.ndarray, list[Any]]:
     """The same codes with equal labels made one (first-seen order kept)."""
     distinct = list(dict.fromkeys(labels))
-    translate = np.array([distinct.index(label) for label in labels], dtype=np.int64)
+    translate = np.array([distinct.index(label) for label in labels], dtype=CODE)
     return translate[codes], distinct
 
 

@@ -315,8 +315,8 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
     import pyarrow.parquet as pq
 
     from pytest_ipw.analysis.table import (
-        AS_LABEL, FLAG_FIELDS, KEEP_WHOLE_WHEN, NUMBER_FIELDS, PRESENCE_FIELDS, TEXT_FIELDS, columns_table, encode,
-        merge_equal_labels)
+        AS_LABEL, CODE, FLAG_FIELDS, KEEP_WHOLE_WHEN, NUMBER_FIELDS, PRESENCE_FIELDS, TEXT_FIELDS, columns_table,
+        encode, merge_equal_labels)
     from pytest_ipw.core.files import PARQUET_METADATA_KEY
 
     schema = pq.read_schema(parquet)
@@ -373,17 +373,17 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
         non-empty rows become Python objects."""
         label, values = AS_LABEL[name], column(name)
         if values is None or pa.types.is_null(values.type):
-            return np.zeros(count, dtype=np.int64), [label(None)] if count else []
+            return np.zeros(count, dtype=CODE), [label(None)] if count else []
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):  # JSON text: few distinct
             encoded = values.dictionary_encode()
             texts = encoded.dictionary.to_pylist()
             labels = [label(json.loads(text) if name in as_text else text) for text in texts] + [label(None)]
             indices = pc.fill_null(encoded.indices, len(labels) - 1).to_numpy(zero_copy_only=False)
-            return merge_equal_labels(np.asarray(indices, dtype=np.int64), labels)
+            return merge_equal_labels(np.asarray(indices, dtype=CODE), labels)
         lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
         filled = np.flatnonzero(lengths > 0)
         filled_codes, filled_labels = encode([label(v) for v in values.take(pa.array(filled)).to_pylist()])
-        result = np.zeros(count, dtype=np.int64)  # label 0: an empty value
+        result = np.zeros(count, dtype=CODE)  # label 0: an empty value
         result[filled] = filled_codes + 1
         return merge_equal_labels(result, [label(None)] + filled_labels)
 
@@ -397,12 +397,12 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
             continue
         values = column(name)
         if values is None:
-            codes[name] = (np.zeros(count, dtype=np.int64), [None] if count else [])
+            codes[name] = (np.zeros(count, dtype=CODE), [None] if count else [])
         elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             encoded = values.dictionary_encode()  # labels in first-seen order, each one used
             labels = encoded.dictionary.to_pylist() + ([None] if values.null_count else [])  # None: absent or null
             indices = pc.fill_null(encoded.indices, len(labels) - 1).to_numpy(zero_copy_only=False)
-            codes[name] = (np.asarray(indices, dtype=np.int64), labels)
+            codes[name] = (np.asarray(indices, dtype=CODE), labels)
         else:
             codes[name] = encode(values.to_pylist())
     whole = np.zeros(count, dtype=np.bool_)
