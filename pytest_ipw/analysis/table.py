@@ -312,12 +312,22 @@ def columns_table(count: int, numbers: Mapping[str, np.ndarray], flags: Mapping[
     table = RecordTable(())
     table._count = count
     table._columns_only = True
-    table._numbers = dict(numbers)
-    table._flags = dict(flags)
-    table._present = dict(present)
-    table._raw_codes = dict(codes)
+    table._numbers = {name: _compact(column) for name, column in numbers.items()}
+    table._flags = {name: _compact(column) for name, column in flags.items()}
+    table._present = {name: _compact(column) for name, column in present.items()}
+    table._raw_codes = {name: (_compact(column), labels) for name, (column, labels) in codes.items()}
     table.records = PartialRecords(table, kept)
     return table
+
+
+def _compact(column: np.ndarray) -> np.ndarray:
+    """A column of one repeated value as a read-only view of that value (no memory a record): many fields
+    are absent from a whole run (a judge's, the rounds of --ipw-repeat, the prefill/decode split)."""
+    if not len(column):
+        return column
+    first = column[:1].copy()  # a copy: a view would keep the whole column alive
+    same = np.isnan(column).all() if column.dtype.kind == "f" and np.isnan(first[0]) else (column == first[0]).all()
+    return np.broadcast_to(first, column.shape) if same else column
 
 
 def encode(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:

@@ -423,7 +423,9 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
                 kept[position] = {key: json.loads(value) if key in as_text and isinstance(value, str) else value
                                   for key, value in record.items() if value is not None or key in PRESENCE_FIELDS}
         offset += rows
-    return columns_table(count, numbers, flags, present, codes, kept)
+    table = columns_table(count, numbers, flags, present, codes, kept)
+    pa.default_memory_pool().release_unused()  # Arrow's buffers of the columns read, back to the system
+    return table
 
 
 def _parse(data: bytes, path: Path) -> Any:
