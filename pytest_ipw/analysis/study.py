@@ -82,26 +82,48 @@ class Outcomes:
     attempted: dict[str, frozenset[str]]  # member -> query ids it has a record for
 
 
+@dataclass(frozen=True)
+class _OutcomeArrays:
+    """Who answered which query correctly, as arrays: queries numbered in first-seen order."""
+
+    query_ids: list[str]
+    domains: list[str]  # labels of ``domain_of``
+    domain_of: Any  # per query, its domain's number (of its first record)
+    splits: list[str]
+    split_of: Any
+    members: list[str]
+    solved: Any  # members × queries, bool
+    attempted: Any  # members × queries, bool
+
+
+def _outcome_arrays(table: "RecordTable", unit: Unit) -> _OutcomeArrays:
+    import numpy as np
+
+    member_codes, members = _member_codes(table, unit)
+    query_codes, query_labels = table.codes("query_id")
+    first = np.full(len(query_labels), len(table), dtype=np.int64)
+    np.minimum.at(first, query_codes, np.arange(len(table)))  # each query's first record
+    domain_codes, domains = table.codes("domain", "?")
+    split_codes, splits = table.codes("split")
+    correct = table.flags("correct")
+    solved = np.zeros((len(members), len(query_labels)), dtype=np.bool_)
+    attempted = np.zeros_like(solved)
+    attempted[member_codes, query_codes] = True
+    solved[member_codes[correct], query_codes[correct]] = True
+    return _OutcomeArrays([str(q) for q in query_labels], [str(d) for d in domains], domain_codes[first],
+                          [str(s or "?") for s in splits], split_codes[first], members, solved, attempted)
+
+
 def outcomes(records: "Iterable[Record] | RecordTable", unit: Unit = "system") -> Outcomes:
     """Per member, the queries it attempted and answered correctly (a model counts on any accelerator)."""
     import numpy as np
 
-    table = as_table(records)
-    member_codes, members = _member_codes(table, unit)
-    query_codes, query_labels = table.codes("query_id")
-    query_ids = np.array([str(q) for q in query_labels], dtype=object)
-    first = np.full(len(query_ids), len(table), dtype=np.int64)
-    np.minimum.at(first, query_codes, np.arange(len(table)))  # each query's first record
-    domain_codes, domains = table.codes("domain", "?")
-    split_codes, splits = table.codes("split")
-    queries = {q: (str(domains[d]), str(splits[s] or "?"))
-               for q, d, s in zip(query_ids.tolist(), domain_codes[first].tolist(), split_codes[first].tolist())}
-    correct = table.flags("correct")
-    solved, attempted = {}, {}
-    for code, member in enumerate(members):
-        mine = member_codes == code
-        attempted[member] = frozenset(query_ids[query_codes[mine]].tolist())
-        solved[member] = frozenset(query_ids[query_codes[mine & correct]].tolist())
+    arrays = _outcome_arrays(as_table(records), unit)
+    ids = np.array(arrays.query_ids, dtype=object)
+    queries = {q: (arrays.domains[d], arrays.splits[s])
+               for q, d, s in zip(arrays.query_ids, arrays.domain_of.tolist(), arrays.split_of.tolist())}
+    solved = {m: frozenset(ids[arrays.solved[i]].tolist()) for i, m in enumerate(arrays.members)}
+    attempted = {m: frozenset(ids[arrays.attempted[i]].tolist()) for i, m in enumerate(arrays.members)}
     return Outcomes(queries, solved, attempted)
 
 
@@ -150,17 +172,22 @@ def _check_members(requested: Iterable[str], known: Collection[str], what: str) 
     return chosen
 
 
-def _cells(query_ids: Iterable[str], covered: Collection[str], key: Mapping[str, str]) -> dict[str, Cell]:
-    hits: dict[str, list[int]] = {}
-    for query_id in query_ids:
-        cell = hits.setdefault(key[query_id], [0, 0])
-        cell[0] += query_id in covered
-        cell[1] += 1
-    return {name: Cell(hit, total) for name, (hit, total) in hits.items()}
+def _cells(labels: Sequence[str], label_of: Any, covered: Any, among: Any = None) -> dict[str, Cell]:
+    """Per label (of each query: ``labels[label_of[q]]``), how many queries are ``covered`` of those
+    ``among`` (all queries by default); labels in first-seen order of their queries."""
+    import numpy as np
+
+    if among is not None:
+        label_of, covered = label_of[among], covered[among]
+    totals = np.bincount(label_of, minlength=len(labels))
+    hits = np.bincount(label_of, weights=covered, minlength=len(labels))
+    _, first = np.unique(label_of, return_index=True) if len(label_of) else (None, np.zeros(0, dtype=np.int64))
+    order = np.unique(label_of)[np.argsort(first, kind="stable")] if len(label_of) else []
+    return {labels[k]: Cell(int(hits[k]), int(totals[k])) for k in order}
 
 
-def coverage_analysis(records: Iterable[Record], members: Iterable[str] | None = None, unit: Unit = "system",
-                      order: Sequence[str] | None = None) -> CoverageAnalysis:
+def coverage_analysis(records: "Iterable[Record] | RecordTable", members: Iterable[str] | None = None,
+                      unit: Unit = "system", order: Sequence[str] | None = None) -> CoverageAnalysis:
     """Coverage of a set of models (``unit="model"``) or model × accelerator systems (``"system"``).
 
     The denominator is every query present in ``records``, whichever members attempted it, so the
@@ -168,50 +195,52 @@ def coverage_analysis(records: Iterable[Record], members: Iterable[str] | None =
     fixes the cumulative curve (e.g. by release date); otherwise each step adds the member that covers
     the most new queries (ties by name).
     """
-    table = outcomes(records, unit)
-    chosen = _check_members(members, table.solved, "member(s)") if members is not None else list(table.solved)
-    covered: set[str] = set().union(*(table.solved[m] for m in chosen)) if chosen else set()
-    query_ids = list(table.queries)
-    domain_of = {q: d for q, (d, _) in table.queries.items()}
-    split_of = {q: s for q, (_, s) in table.queries.items()}
-    solvers: dict[str, int] = {}
-    for member in chosen:
-        for query_id in table.solved[member]:
-            solvers[query_id] = solvers.get(query_id, 0) + 1
-    marginal = {m: sum(1 for q in table.solved[m] if solvers[q] == 1) for m in chosen}
+    arrays = _outcome_arrays(as_table(records), unit)
+    number = {m: i for i, m in enumerate(arrays.members)}
+    chosen = _check_members(members, number, "member(s)") if members is not None else list(arrays.members)
+    picked = arrays.solved[[number[m] for m in chosen]]
+    covered = picked.any(axis=0)
+    solvers = picked.sum(axis=0)
     accuracy_by_domain: dict[tuple[str, str], Cell] = {}
     for member in chosen:
-        for domain, cell in _cells(table.attempted[member], table.solved[member], domain_of).items():
+        row = number[member]
+        for domain, cell in _cells(arrays.domains, arrays.domain_of, arrays.solved[row],
+                                   arrays.attempted[row]).items():
             accuracy_by_domain[(member, domain)] = cell
     return CoverageAnalysis(
         unit=unit,
         members=tuple(chosen),
-        overall=Cell(len(covered), len(query_ids)),
-        by_domain=_cells(query_ids, covered, domain_of),
-        by_split=_cells(query_ids, covered, split_of),
-        accuracy={m: Cell(len(table.solved[m]), len(table.attempted[m])) for m in chosen},
+        overall=Cell(int(covered.sum()), len(arrays.query_ids)),
+        by_domain=_cells(arrays.domains, arrays.domain_of, covered),
+        by_split=_cells(arrays.splits, arrays.split_of, covered),
+        accuracy={m: Cell(int(arrays.solved[number[m]].sum()), int(arrays.attempted[number[m]].sum()))
+                  for m in chosen},
         accuracy_by_domain=accuracy_by_domain,
-        marginal=marginal,
-        cumulative=_cumulative(table, chosen, order, len(query_ids)),
+        marginal={m: int((arrays.solved[number[m]] & (solvers == 1)).sum()) for m in chosen},
+        cumulative=_cumulative(arrays, number, chosen, order),
     )
 
 
-def _cumulative(table: Outcomes, chosen: list[str], order: Sequence[str] | None, total: int) -> tuple[tuple[str, Cell], ...]:
-    steps: list[tuple[str, Cell]] = []
-    covered: set[str] = set()
+def _cumulative(arrays: _OutcomeArrays, number: Mapping[str, int], chosen: list[str],
+                order: Sequence[str] | None) -> tuple[tuple[str, Cell], ...]:
+    import numpy as np
+
+    total = len(arrays.query_ids)
     if order is not None:
-        sequence = [m for m in _check_members(order, table.solved, "order member(s)") if m in chosen]
+        sequence = [m for m in _check_members(order, number, "order member(s)") if m in chosen]
     else:
         sequence, left = [], set(chosen)
+        covered = np.zeros(total, dtype=np.bool_)
         while left:
-            best = min(left, key=lambda m: (-len(table.solved[m] - covered), m))
+            best = min(left, key=lambda m: (-int((arrays.solved[number[m]] & ~covered).sum()), m))
             sequence.append(best)
-            covered |= table.solved[best]
+            covered |= arrays.solved[number[best]]
             left.remove(best)
-        covered = set()
+    steps: list[tuple[str, Cell]] = []
+    covered = np.zeros(total, dtype=np.bool_)
     for member in sequence:
-        covered |= table.solved[member]
-        steps.append((member, Cell(len(covered), total)))
+        covered |= arrays.solved[number[member]]
+        steps.append((member, Cell(int(covered.sum()), total)))
     return tuple(steps)
 
 
@@ -338,7 +367,16 @@ class RoutingResult:
     latency_s: float
     assignments: dict[str, int]  # system -> queries sent there
     provenance: str  # of the energy figures it adds up
-    choices: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (query id, system)
+    #: (query ids, systems, each query's system number): made into ``choices`` only when asked for
+    routes: tuple[Sequence[str], Sequence[str], Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def choices(self) -> tuple[tuple[str, str], ...]:
+        """(query id, system) of every routed query."""
+        if self.routes is None:
+            return ()
+        query_ids, systems, routes = self.routes
+        return tuple(zip(query_ids, (systems[c] for c in routes.tolist())))
 
     @property
     def accuracy(self) -> float:
@@ -512,6 +550,7 @@ def routing_analysis(records: Sequence[Record], *, baseline: str | None = None, 
         raise IPWUsageError(f"no query has records of both the baseline {baseline} and the fallback {fallback}; "
                             "routing needs them on the same queries")
     at = record_at[routable]
+    routed_ids = [query_ids[q] for q in routable.tolist()]
     energy, latency = _energies(table, basis), np.nan_to_num(table.numbers("latency_s"))
     correct = table.flags("correct")
 
@@ -540,7 +579,7 @@ def routing_analysis(records: Sequence[Record], *, baseline: str | None = None, 
             assignments={system_names[c]: int(sent[c]) for c in sorted(np.flatnonzero(sent).tolist(),
                                                                         key=lambda c: system_names[c])},
             provenance=combine_provenance(str(provenances[c]) for c in np.unique(provenance_codes[used]).tolist()),
-            choices=tuple(zip((query_ids[q] for q in routable.tolist()), (system_names[c] for c in routes.tolist()))),
+            routes=(routed_ids, system_names, routes),
         )
 
     results = [tally(f"always {baseline}", np.full(len(routable), column[baseline])),  # type: ignore[index]

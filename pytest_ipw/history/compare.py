@@ -222,19 +222,6 @@ def pair_key(record: Mapping[str, Any]) -> tuple[Any, Any]:
     return (record.get("benchmark"), record["query_id"])
 
 
-def pair_keys(records: "Sequence[Mapping[str, Any]] | RecordTable", rows: Any = None) -> frozenset[tuple[Any, Any]]:
-    """The :func:`pair_key` of every record (of ``rows``, where given)."""
-    import numpy as np
-
-    table = as_table(records)
-    bench_codes, benches = table.codes("benchmark")
-    query_codes, query_ids = table.codes("query_id")
-    if rows is not None:
-        bench_codes, query_codes = bench_codes[rows], query_codes[rows]
-    return frozenset(zip(np.array(benches, dtype=object)[bench_codes].tolist(),
-                         np.array(query_ids, dtype=object)[query_codes].tolist()))
-
-
 def run_energy_basis(document: Mapping[str, Any]) -> str:
     """The energy basis a results document used: its recorded setting, else what its records say."""
     basis = ((document.get("settings") or {}).get("energy") or {}).get("basis")
@@ -244,8 +231,9 @@ def run_energy_basis(document: Mapping[str, Any]) -> str:
     return bases.pop() if len(bases) == 1 else "total" if not bases else "mixed"
 
 
-class _Keys:
-    """Both runs' pair keys as integers in one numbering, so that aligning them is a sort and a search."""
+class PairKeys:
+    """Both runs' :func:`pair_key` of every record as integers in one numbering, so that aligning them is a
+    sort and a search."""
 
     def __init__(self, baseline: RecordTable, current: RecordTable):
         import numpy as np
@@ -262,11 +250,11 @@ class _Keys:
 
 
 def _pair(baseline: RecordTable, before_rows: Any, current: RecordTable, after_rows: Any,
-          keys: _Keys | None = None) -> _Pairs:
+          keys: PairKeys | None = None) -> _Pairs:
     """Align by benchmark and query id (where a run has a query twice, its last record counts)."""
     import numpy as np
 
-    keys = keys or _Keys(baseline, current)
+    keys = keys or PairKeys(baseline, current)
     old, new = keys.baseline[before_rows], keys.current[after_rows]
     order = np.argsort(old, kind="stable")
     ordered = old[order]
@@ -436,7 +424,7 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alp
     basis = _same_basis(run_energy_basis(baseline), run_energy_basis(current))
     options = {"alpha": alpha, "resamples": resamples, "seed": seed, "basis": basis}
     old_table, new_table = as_table(baseline["records"]), as_table(current["records"])
-    keys = _Keys(old_table, new_table)
+    keys = PairKeys(old_table, new_table)
     old_groups = _system_rows(old_table)
     for scope, rows in _system_rows(new_table).items():
         if scope not in old_groups:

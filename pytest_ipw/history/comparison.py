@@ -26,7 +26,7 @@ from pytest_ipw.history.compare import (
     error_change_line,
     error_changes,
     failed_gates,
-    pair_keys,
+    PairKeys,
 )
 from pytest_ipw.history.storage import partial_note
 from pytest_ipw.analysis.metrics import system_codes
@@ -140,27 +140,39 @@ class Comparison:
                 "query_errors": self.query_errors}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _System:
     model: str
     accelerator: str
-    keys: frozenset[Any]  # the pairing keys of its queries
+    keys: Any  # the pairing keys of its queries: distinct integers, one numbering for both runs (sorted)
+
+    def shared(self, other: "_System") -> int:
+        """How many queries the two have in common."""
+        import numpy as np
+
+        return len(np.intersect1d(self.keys, other.keys, assume_unique=True))
 
 
-def _systems(document: Mapping[str, Any]) -> dict[str, _System]:
-    """System label (:func:`~pytest_ipw.core.systems.record_system`) -> its model, accelerator and queries."""
-    table = as_table(document.get("records") or [])
-    if not len(table):
-        return {}
-    codes, systems = system_codes(table)
-    model_codes, models = table.codes("model")
-    accelerator_codes, accelerators = table.codes("accelerator")
-    found = {}
-    for label, rows in zip(systems, group_positions(codes, len(systems))):
-        first = int(rows[0])
-        found[label] = _System(str(models[model_codes[first]]), str(accelerators[accelerator_codes[first]]),
-                               pair_keys(table, rows))
-    return found
+def _systems_of_both(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[dict[str, _System], dict[str, _System]]:
+    """Per run: system label (:func:`~pytest_ipw.core.systems.record_system`) -> its model, accelerator and
+    queries (keyed as :func:`~pytest_ipw.history.compare.pair_key`, numbered alike in both runs)."""
+    import numpy as np
+
+    old_table, new_table = as_table(baseline.get("records") or []), as_table(current.get("records") or [])
+    keys = PairKeys(old_table, new_table)
+    found = []
+    for table, numbered in ((old_table, keys.baseline), (new_table, keys.current)):
+        systems_of: dict[str, _System] = {}
+        if len(table):
+            codes, systems = system_codes(table)
+            model_codes, models = table.codes("model")
+            accelerator_codes, accelerators = table.codes("accelerator")
+            for label, rows in zip(systems, group_positions(codes, len(systems))):
+                first = int(rows[0])
+                systems_of[label] = _System(str(models[model_codes[first]]),
+                                            str(accelerators[accelerator_codes[first]]), np.unique(numbered[rows]))
+        found.append(systems_of)
+    return found[0], found[1]
 
 
 def _relabel(label: str, old_model: str, new_model: str) -> str:
@@ -216,7 +228,7 @@ def compare_documents(baseline: Mapping[str, Any], current: Mapping[str, Any], *
     if None not in machines and machines[0] != machines[1]:
         result.notes.append(f"comparing ACROSS MACHINES: baseline {machines[0]}, now {machines[1]}")
     _partial_runs(baseline, current, result, flags)
-    before, after = _systems(baseline), _systems(current)
+    before, after = _systems_of_both(baseline, current)
     pairs = dict(pairs or {})
     _check_pairs(pairs, before, after, baseline_label, current_label)
     result.systems = _pair_systems(baseline, current, before, after, pairs)
@@ -281,7 +293,7 @@ def _pair_systems(baseline: Mapping[str, Any], current: Mapping[str, Any], befor
         if old is not None:
             used.add(counterpart)
             how = EXPLICIT if system.model in pairs else ALIAS if aliased else SAME_NAME
-            systems.append(SystemCoverage(label, counterpart, len(system.keys & old.keys), len(old.keys),
+            systems.append(SystemCoverage(label, counterpart, system.shared(old), len(old.keys),
                                           len(system.keys), how, source, _source(baseline, old)[0], system.model,
                                           old.model))
         else:
@@ -354,5 +366,8 @@ def _say_coverage(result: Comparison, judged: Sequence[SystemCoverage], gates: S
 
 
 def _run_coverage(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[int, int]:
-    before, after = pair_keys(baseline.get("records") or []), pair_keys(current.get("records") or [])
-    return len(before & after), max(len(before), len(after))
+    import numpy as np
+
+    keys = PairKeys(as_table(baseline.get("records") or []), as_table(current.get("records") or []))
+    before, after = np.unique(keys.baseline), np.unique(keys.current)
+    return len(np.intersect1d(before, after, assume_unique=True)), max(len(before), len(after))

@@ -331,23 +331,26 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
         # one column at a time, dropped once converted: memory holds one column's Arrow copy at most
         return source.read(columns=[name]).column(name).combine_chunks() if name in schema.names else None
 
-    decoded: dict[str, list[Any]] = {}
+    decoded: dict[str, list[Any] | None] = {}
 
-    def python_values(name: str) -> list[Any]:
-        """Each row's value of a nested field (``judge.joules``: of the judge object), JSON text decoded."""
+    def python_values(name: str) -> list[Any] | None:
+        """Each row's value of a nested field (``judge.joules``: of the judge object), JSON text decoded;
+        None where no row has the object (most runs have no judge)."""
         outer, _, inner = name.partition(".")
         if outer not in decoded:
             values = column(outer)
-            values = [None] * count if values is None or values.null_count == count else values.to_pylist()
-            decoded[outer] = [json.loads(v) if outer in as_text and isinstance(v, str) else v for v in values]
-        if not inner:
-            return decoded[outer]
-        return [v.get(inner) if isinstance(v, dict) else None for v in decoded[outer]]
+            decoded[outer] = None if values is None or values.null_count == count else [
+                json.loads(v) if outer in as_text and isinstance(v, str) else v for v in values.to_pylist()]
+        objects = decoded[outer]
+        if objects is None or not inner:
+            return objects
+        return [v.get(inner) if isinstance(v, dict) else None for v in objects]
 
     numbers = {}
     for name in NUMBER_FIELDS:
         if "." in name:
-            numbers[name] = np.array(python_values(name), dtype=np.float64)
+            values = python_values(name)
+            numbers[name] = np.full(count, np.nan) if values is None else np.array(values, dtype=np.float64)
             continue
         values = column(name)
         numbers[name] = np.full(count, np.nan) if values is None else \
@@ -355,7 +358,9 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
     flags = {}
     for name in FLAG_FIELDS:
         if "." in name:
-            flags[name] = np.fromiter(map(bool, python_values(name)), dtype=np.bool_, count=count)
+            values = python_values(name)
+            flags[name] = np.zeros(count, dtype=np.bool_) if values is None else \
+                np.fromiter(map(bool, values), dtype=np.bool_, count=count)
             continue
         values = column(name)
         if values is None or pa.types.is_null(values.type):
@@ -393,7 +398,8 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
             codes[name] = nested_codes(name)
             continue
         if "." in name:
-            codes[name] = encode(python_values(name))
+            values = python_values(name)
+            codes[name] = (np.zeros(count, dtype=CODE), [None] if count else []) if values is None else encode(values)
             continue
         values = column(name)
         if values is None:
