@@ -156,10 +156,13 @@ class RefusingServer:
                     events.append({"error": {"message": "CUDA error: an illegal memory access"}})
                 events += [{"choices": [{"delta": {"content": " is 4."}, "finish_reason": "stop"}]},
                            {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 5}}]
-                for event in events:
-                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
+                try:
+                    for event in events:
+                        self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout, a stopped run): nothing to answer, nothing to print
                 self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
