@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from pytest_ipw.analysis import metrics, quality, study
-from pytest_ipw.analysis.table import RecordTable, as_table
+from pytest_ipw.analysis.table import as_table
 
 #: the synthetic runs' largest model (perf/synthetic.py), the reference of local-vs-reference
 REFERENCE_MODEL = "model-3"
@@ -15,8 +15,9 @@ REFERENCE_MODEL = "model-3"
 def aggregate(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """What the end of a run computes from its records for the results document and the terminal summary:
     one summary per system, accuracy per domain, coverage, the output-quality summary and the judge's cost,
-    all from one table of columns, as the run does (IPWSession.finish)."""
-    table = RecordTable(records)
+    all from one table of columns, as the run does (IPWSession.finish; a run's table has read each record's
+    fields as it arrived, a list of records is read here)."""
+    table = as_table(records)
     return {"summary": metrics.summarize_systems(table), "by_domain": metrics.accuracy_by(table, "domain"),
             "coverage": metrics.coverage(table), "quality": quality.quality_summary(table, 64),
             "judge_cost": quality.judge_cost(table)}

@@ -51,21 +51,26 @@ import gc, json, sys, time
 import psutil
 from perf.steps import aggregate
 from perf.synthetic import iter_records
+from pytest_ipw.analysis.table import RecordTable
 
 n = int(sys.argv[1])
 process = psutil.Process()
 gc.collect()
 before = process.memory_info().rss
-kept = []
+kept = RecordTable(capture=True)  # as IPWSession.add_record keeps them: each record's fields read as it arrives
+keeping = 0.0
 for record in iter_records(n):
+    started = time.perf_counter()
     kept.append(record)
+    keeping += time.perf_counter() - started
 gc.collect()
 kept_bytes = process.memory_info().rss - before
 started, cpu = time.perf_counter(), time.process_time()
 result = aggregate(kept)
 seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
 assert sum(s.queries for s in result["summary"]) == len(kept)
-print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "kept_bytes": kept_bytes, "records": len(kept)}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "kept_bytes": kept_bytes, "records": len(kept),
+                  "keep_us_per_record": keeping / max(1, len(kept)) * 1e6}))
 """
 
 MAKE_FILES = "import sys; from perf import synthetic; n, pq = int(sys.argv[1]), sys.argv[2] == 'parquet'; " \
@@ -109,7 +114,9 @@ def run_step(step: str, size: int, tree: Path, files: tuple[str, str]) -> dict[s
             inner = json.loads(figures["stdout"].strip().splitlines()[-1])
             figures.update(wall_s=inner["seconds"], cpu_s=inner["cpu_seconds"],
                            kept_bytes_per_record=inner["kept_bytes"] / inner["records"],
-                           kept_mib=inner["kept_bytes"] / 2**20)
+                           kept_mib=inner["kept_bytes"] / 2**20,
+                           # an older tree's step kept a plain list: no per-record reading to time
+                           keep_us_per_record=inner.get("keep_us_per_record"))
     return figures
 
 
@@ -209,6 +216,8 @@ def main() -> None:
                 if step == "aggregate":
                     row["kept_bytes_per_record"] = statistics.median(r["kept_bytes_per_record"] for r in runs)
                     row["kept_mib"] = statistics.median(r["kept_mib"] for r in runs)
+                    keeps = [r["keep_us_per_record"] for r in runs if r.get("keep_us_per_record") is not None]
+                    row["keep_us_per_record"] = statistics.median(keeps) if keeps else None
                 rows.append(row)
                 print(f"  {step:9s} {size:>9,} {label}: {cell(row).replace(' | ', ', ')}", file=sys.stderr, flush=True)
 
@@ -217,6 +226,8 @@ def main() -> None:
     print("|---|---:|---|---:|---:|---:|---|")
     for row in rows:
         note = (f"records kept: {row['kept_mib']:,.0f} MiB, {row['kept_bytes_per_record']:,.0f} B/record"
+                + (f"; keeping {row['keep_us_per_record']:.1f} µs/record during the run"
+                   if row.get("keep_us_per_record") is not None else "")
                 if "kept_bytes_per_record" in row else "")
         print(f"| {row['step']} | {row['records']:,} | {row['tree']} | {cell(row)} | {note} |")
     if args.json:

@@ -42,6 +42,8 @@ FLAG_FIELDS = ("correct", "unscorable", "truncated", "correct_strict", "error", 
 #: fields whose absence differs from null (older files lack them; null says "not known")
 PRESENCE_FIELDS = ("ttft_s",)
 AGGREGATED_FIELDS = NUMBER_FIELDS + FLAG_FIELDS + TEXT_FIELDS
+#: what a capturing table reads from each record as it arrives (each field once)
+CAPTURED_FIELDS = tuple(dict.fromkeys(AGGREGATED_FIELDS))
 #: a record with any of these set is kept whole: the few analyses that read more than columns read them
 KEEP_WHOLE_WHEN = ("error",)
 
@@ -62,11 +64,36 @@ def tuple_of_parts(value: Any) -> tuple[tuple[Any, Any, Any], ...]:
 AS_LABEL: dict[str, Callable[[Any], Any]] = {"meter_flags": tuple_of_flags, "energy_parts": tuple_of_parts}
 
 
-class RecordTable:
-    """Columns over ``records`` (see the module docstring); ``len(table)`` is the number of records."""
+def field_value(record: Mapping[str, Any], name: str) -> Any:
+    """A record's value of a field; ``judge.joules`` reads a field of the record's judge object."""
+    if "." in name:
+        outer, inner = name.split(".", 1)
+        value = record.get(outer)
+        return value.get(inner) if isinstance(value, Mapping) else None
+    return record.get(name)
 
-    def __init__(self, records: Iterable[Mapping[str, Any]]):
+
+class RecordTable:
+    """Columns over ``records`` (see the module docstring); ``len(table)`` is the number of records.
+
+    A table made with ``capture=True`` starts empty and takes records one by one (:meth:`append`), reading
+    the aggregated fields of each as it arrives: a run's end then makes its columns without reading a
+    million dicts again."""
+
+    def __init__(self, records: Iterable[Mapping[str, Any]] = (), *, capture: bool = False):
         self.records: Sequence[Mapping[str, Any]] = records if isinstance(records, (list, tuple)) else list(records)
+        self._captured: dict[str, list[Any]] | None = None
+        if capture:
+            self.records = list(self.records)
+            self._captured = {name: [field_value(r, name) for r in self.records] for name in CAPTURED_FIELDS}
+            captured = self._captured
+            self._plain = [(name, captured[name]) for name in CAPTURED_FIELDS if "." not in name]
+            nested: dict[str, list[tuple[str, list[Any]]]] = {}
+            for name in CAPTURED_FIELDS:
+                if "." in name:
+                    outer, inner = name.split(".", 1)
+                    nested.setdefault(outer, []).append((inner, captured[name]))
+            self._nested = list(nested.items())
         self._count = len(self.records)
         self._numbers: dict[str, np.ndarray] = {}
         self._flags: dict[str, np.ndarray] = {}
@@ -78,6 +105,42 @@ class RecordTable:
 
     def __len__(self) -> int:
         return self._count
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Add a record to a capturing table (the columns made so far are made again when next asked for)."""
+        if self._captured is None:
+            raise TypeError("append() is for a table made with capture=True")
+        self.records.append(record)  # type: ignore[attr-defined]
+        self._count += 1
+        get = record.get  # a few microseconds a record: plain fields, then each nested object's fields
+        for name, values in self._plain:
+            values.append(get(name))
+        for outer, fields in self._nested:
+            inside = get(outer)
+            if not isinstance(inside, Mapping):
+                inside = {}
+            for inner, values in fields:
+                values.append(inside.get(inner))
+        self._forget()
+
+    def replace(self, index: int, record: Mapping[str, Any]) -> None:
+        """Put another record in place of record ``index`` (e.g. its energy shared out with overlapping ones)."""
+        self.records[index] = record  # type: ignore[index]
+        if self._captured is not None:
+            for name, values in self._captured.items():
+                values[index] = field_value(record, name)
+        self._forget()
+
+    def reread(self, name: str) -> None:
+        """Read a field of every record again: it was set on the records in place (each record's system)."""
+        if self._captured is not None and name in self._captured:
+            self._captured[name][:] = [field_value(r, name) for r in self.records]  # in place: append() holds it
+        self._forget()
+
+    def _forget(self) -> None:
+        if self._numbers or self._flags or self._present or self._raw_codes or self._derived:
+            self._numbers, self._flags, self._present, self._raw_codes = {}, {}, {}, {}
+            self._codes, self._derived = {}, {}
 
     def numbers(self, name: str) -> np.ndarray:
         """The field as float64; NaN where a record lacks it or holds null."""
@@ -137,6 +200,8 @@ class RecordTable:
 
     def _values(self, name: str) -> Sequence[Any]:
         self._require(name)
+        if self._captured is not None and name in self._captured:
+            return self._captured[name]
         if "." in name:  # a field of a nested object, e.g. judge.joules
             outer, inner = name.split(".", 1)
             return [value.get(inner) if isinstance(value := record.get(outer), Mapping) else None

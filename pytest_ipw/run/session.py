@@ -92,7 +92,9 @@ class ThresholdMiss:
 class IPWSession:
     def __init__(self, options: RunOptions):
         self.options = options
-        self.records: list[dict[str, Any]] = []
+        # the records, and their aggregated fields read as each arrives (the end of a run reads columns)
+        self.table = RecordTable(capture=True)
+        self.records: list[dict[str, Any]] = self.table.records  # type: ignore[assignment]
         #: records of queries that could not be answered, left out of accuracy by --ipw-on-error=skip
         self.skipped_queries: list[dict[str, Any]] = []
         self.failure_streaks: dict[str, int] = {}  # target id -> transient failures in a row (run/bench.py)
@@ -102,7 +104,6 @@ class IPWSession:
         self.model_info: dict[str, dict[str, Any]] = {}  # target id -> backend info
         self.started_at = time.time()
         self.summaries: list[Summary] = []
-        self.table = RecordTable(self.records)
         self.misses: list[ThresholdMiss] = []
         self.results: dict[str, Any] | None = None
         self.history: Any = None  # history.HistoryOutcome when comparing or saving
@@ -276,7 +277,7 @@ class IPWSession:
         if record.get("error") and self.options.on_error == "skip":
             self.skipped_queries.append(record)
         else:
-            self.records.append(record)
+            self.table.append(record)
         for listener in self.record_listeners:
             listener(record)
 
@@ -298,8 +299,11 @@ class IPWSession:
         # skipped queries (--ipw-on-error=skip) ran too: their windows take part in sharing, and they get a label
         kept = len(self.records)
         everything = assign_systems(share_overlapping_energy(self.records + self.skipped_queries))
-        self.records, self.skipped_queries = everything[:kept], everything[kept:]
-        self.table = RecordTable(self.records)  # the columns every aggregate of this run reads
+        for index, record in enumerate(everything[:kept]):
+            if record is not self.records[index]:  # a new record: its energy shared with overlapping windows
+                self.table.replace(index, record)
+        self.table.reread("system")  # set on every record in place
+        self.skipped_queries = everything[kept:]
         self.summaries = summarize_systems(self.table)
         self.misses = self._threshold_misses()
 

@@ -145,3 +145,26 @@ def test_routing_is_seeded_and_the_oracle_picks_the_cheapest_right_answer():
     # small answers every third query right and costs less: the oracle sends exactly those there
     assert oracle.assignments == {"large@cpu": 133, "small@cpu": 67}
     assert oracle.correct == 200
+
+
+@given(records(), st.data())
+@settings(max_examples=40)
+def test_a_table_that_takes_records_as_they_come_gives_the_same_figures(rows, data):
+    """A run's table reads each record as it arrives; a record replaced at the end (its energy shared out)
+    and a field set in place (each record's system) are read again."""
+    growing = RecordTable(capture=True)
+    for i, record in enumerate(rows):
+        growing.append(record)
+        if i == len(rows) // 2:
+            summarize_systems(growing)  # columns made mid-way are made again after later records
+    index = data.draw(st.integers(0, len(rows) - 1))
+    changed = {**rows[index], "joules": rows[index]["joules"] / 2, "meter_flags": [FLAG_COUNTER_RESET]}
+    growing.replace(index, changed)
+    for record in growing.records:
+        record["system"] = f"{record['model']}@{record['accelerator']}"
+    growing.reread("system")
+    expected = RecordTable([*rows[:index], changed, *rows[index + 1:]])
+    assert [s.to_dict() for s in summarize_systems(growing)] == [s.to_dict() for s in summarize_systems(expected)]
+    assert coverage(growing) == coverage(expected)
+    assert judge_cost(growing) == judge_cost(expected)
+    assert provenance_notes(growing, {}) == provenance_notes(expected, {})
