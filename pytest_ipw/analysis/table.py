@@ -50,7 +50,9 @@ KEEP_WHOLE_WHEN = ("error",)
 
 def tuple_of_flags(value: Any) -> tuple[str, ...]:
     """``meter_flags`` as a label: the flags in order (none: an empty tuple)."""
-    return tuple(str(flag) for flag in value) if isinstance(value, (list, tuple)) else ()
+    if not value or not isinstance(value, (list, tuple)):
+        return ()
+    return tuple(map(str, value))
 
 
 def tuple_of_parts(value: Any) -> tuple[tuple[Any, Any, Any], ...]:

@@ -24,6 +24,7 @@ OPTIONAL: dict[str, tuple[str, str | None]] = {
     "prometheus_client": ("prometheus-client", "prometheus"),
     "amdsmi": ("amdsmi", "amd"),
     "math_verify": ("math-verify", "math"),
+    "orjson": ("orjson", "fast"),
     "zeus_apple_silicon": ("zeus-apple-silicon", None),  # core on macOS (a platform marker)
 }
 

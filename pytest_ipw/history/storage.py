@@ -189,6 +189,11 @@ _RECORDS_END = b"\n ]"
 _RECORD_END = b"\n  },"
 _CHUNK_BYTES = 8 << 20
 
+try:
+    import orjson as _orjson
+except ImportError:  # optional: pip install "pytest-ipw[fast]"
+    _orjson = None
+
 
 def load_run_table(path: str | os.PathLike[str], keep_first: int = 0,
                    required: Sequence[str] = _NEEDED) -> tuple[dict[str, Any], "RecordTable"]:
@@ -435,6 +440,11 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
 
 
 def _parse(data: bytes, path: Path) -> Any:
+    if _orjson is not None:  # the [fast] extra: the same values, parsed about twice as fast
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass  # what orjson refuses (an integer beyond 64 bits, NaN) the standard parser reads or names
     try:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -159,3 +159,14 @@ def test_a_parquet_file_of_another_run_is_not_used(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "_table_from_parquet", lambda *a: pytest.fail("read another run's Parquet"))
     read, table = load_run_table(path)
     assert len(table) == 40 and read["created_at"] == "2026-11-30T11:00:00Z"
+
+
+def test_the_standard_parser_and_the_fast_one_read_the_same(tmp_path, monkeypatch):
+    path = write(results(120, seed=8), tmp_path / "run.json")
+    fast_document, fast_table = load_run_table(path)  # orjson where the [fast] extra is installed
+    monkeypatch.setattr(storage, "_orjson", None)
+    plain_document, plain_table = load_run_table(path)
+    assert {k: v for k, v in fast_document.items() if k != "records"} == \
+        {k: v for k, v in plain_document.items() if k != "records"}
+    assert [s.to_dict() for s in summarize_systems(fast_table)] == [s.to_dict() for s in summarize_systems(plain_table)]
+    assert list(fast_document["records"][:10]) == list(plain_document["records"][:10])
