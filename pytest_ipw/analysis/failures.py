@@ -52,6 +52,13 @@ def query_errors(records: "Iterable[Mapping[str, Any]] | RecordTable", counted: 
     return rows
 
 
+def run_query_errors(records: "Iterable[Mapping[str, Any]] | RecordTable",
+                     skipped: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The results document's ``query_errors``: the failed queries counted as wrong, then those left out
+    (``--ipw-on-error=skip``). One definition for runs and merges."""
+    return query_errors(records) + query_errors(list(skipped), counted="skipped")
+
+
 def error_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Kind -> how many of ``records`` failed that way (empty when none did)."""
     counts: dict[str, int] = {}

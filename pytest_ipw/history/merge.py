@@ -18,6 +18,7 @@ from pytest_ipw import __version__
 from pytest_ipw.analysis.study import check_records, summaries_of
 from pytest_ipw.core.errors import IPWUsageError
 from pytest_ipw.core.systems import assign_systems
+from pytest_ipw.analysis.failures import run_query_errors
 from pytest_ipw.analysis.metrics import accuracy_by_domain_rows, combine_provenance, coverage
 from pytest_ipw.analysis.model_info import ModelInfo, model_info_to_json
 
@@ -60,6 +61,7 @@ def merge_documents(sources: Sequence[tuple[str, Mapping[str, Any]]], *, label_b
     if not sources:
         raise IPWUsageError("merge needs at least one run")
     records: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []  # --ipw-on-error=skip: each run's queries left out, kept apart here too
     seen: dict[tuple[str, str, str], str] = {}
     runs = []
     notes: list[str] = []
@@ -88,8 +90,14 @@ def merge_documents(sources: Sequence[tuple[str, Mapping[str, Any]]], *, label_b
                                     f"a merged report would count it twice: {hint}")
             seen[key] = source
             records.append(merged)
+        for record in document.get("skipped_queries") or []:
+            merged = {**record, "run": record.get("run", source), "host": record.get("host", host)}
+            if label_by_host:
+                merged["accelerator"] = f"{record['accelerator']}:{host}"
+            skipped.append(merged)
     notes += _setting_differences(sources)
-    records = assign_systems(records)  # per benchmark where the merged runs hold several
+    everything = assign_systems(records + skipped)  # per benchmark where the merged runs hold several
+    records, skipped = everything[:len(records)], everything[len(records):]
     summaries = summaries_of(records) if records else []
     per_domain = accuracy_by_domain_rows(records)
     hosts = sorted({run["host"] for run in runs})
@@ -102,6 +110,8 @@ def merge_documents(sources: Sequence[tuple[str, Mapping[str, Any]]], *, label_b
         "machine_info": {"node": "merged: " + ", ".join(hosts), "hosts": hosts},
         "settings": {"merged_from": [run["source"] for run in runs], "meters": {}},
         "records": records,
+        "skipped_queries": skipped,
+        "query_errors": run_query_errors(records, skipped),
         "summary": [s.to_dict() for s in summaries],
         "accuracy_by_domain": per_domain,
         "coverage": coverage(records).to_dict(),

@@ -329,7 +329,7 @@ class IPWSession:
 
     def results_document(self, machine_info: dict[str, Any]) -> dict[str, Any]:
         """The ``--ipw-json`` document (schema in README)."""
-        from pytest_ipw.analysis.failures import query_errors
+        from pytest_ipw.analysis.failures import run_query_errors
 
         cov = coverage(self.table)
         per_domain = accuracy_by_domain_rows(self.table)
@@ -368,7 +368,7 @@ class IPWSession:
             "records": self.records,
             # --ipw-on-error=skip: the queries left out of every figure, with their records (energy included)
             "skipped_queries": self.skipped_queries,
-            "query_errors": query_errors(self.table) + query_errors(self.skipped_queries, counted="skipped"),
+            "query_errors": run_query_errors(self.table, self.skipped_queries),
             "summary": [s.to_dict() for s in self.summaries],
             # --ipw-repeat: run-to-run noise per model × accelerator, and each query's mean and spread
             "repeats": {"rounds": self.options.repeat, "noise": round_noise(self.table),

@@ -122,3 +122,18 @@ def test_a_real_run_merges_with_another_machines_run(pytester: pytest.Pytester, 
     assert cli_main(["merge", str(pytester.path / "local.json"), str(tmp_path / "gpu.json"), "-o", str(out)]) == 0
     merged = load_run(out)
     assert {(r["accelerator"], r["provenance"]) for r in merged["records"]} == {("cpu", "estimated"), ("h100", "measured")}
+
+
+def test_merge_keeps_each_runs_skipped_and_failed_queries():
+    """Queries a run left out (--ipw-on-error=skip) stay out of the merged figures and listed, like in a run."""
+    cpu = run_document("host-a", "cpu", "estimated", 10.0)
+    failure = {"kind": "timeout", "message": "slow"}
+    cpu["records"][3] = {**cpu["records"][3], "correct": False, "error": failure}
+    gpu = run_document("host-b", "h100", "measured", 2.0, queries=("q0", "q1", "q2"))
+    gpu["skipped_queries"] = [{**gpu["records"][0], "query_id": "q3", "correct": False, "error": failure}]
+    merged = merge_documents([("a.json", cpu), ("b.json", gpu)])
+    assert len(merged["records"]) == 7 and [r["query_id"] for r in merged["skipped_queries"]] == ["q3"]
+    assert merged["skipped_queries"][0]["run"] == "b.json" and merged["skipped_queries"][0]["system"] == "small@h100"
+    rows = {(row["system"], row["counted"]): row["query_ids"] for row in merged["query_errors"]}
+    assert rows == {("small@cpu", "wrong"): ["q3"], ("small@h100", "skipped"): ["q3"]}
+    assert {s["system"]: s["queries"] for s in merged["summary"]} == {"small@cpu": 4, "small@h100": 3}
