@@ -558,6 +558,7 @@ def render_html(data: ReportData, document: Mapping[str, Any], figures: Mapping[
              + "<br>".join(esc(line) for line in data.notes) + "</div>",
              "<h2>Runs</h2>", _html_table(runs_rows(document)), _cards_html(data),
              "<h2>Summary per model × accelerator</h2>", _html_table(summary_rows(data.summaries)),
+             *_failures_html(document),
              '<p class="note">IPW = accuracy / mean per-query power; IPJ = accuracy / mean joules per query; '
              "energy source: MEASURED by a sensor or ESTIMATED by a power model.</p>",
              _extra_tables_html(data),
@@ -642,6 +643,21 @@ def _extra_tables_md(data: ReportData) -> list[str]:
     return lines
 
 
+def failure_lines(document: Mapping[str, Any]) -> list[str]:
+    """The queries that could not be answered (``query_errors``): how accuracy treated them, and which."""
+    from pytest_ipw.report.terminal import error_lines
+
+    return error_lines(document.get("query_errors") or [])
+
+
+def _failures_html(document: Mapping[str, Any]) -> list[str]:
+    lines = failure_lines(document)
+    if not lines:
+        return []
+    return ["<h2>Queries that could not be answered</h2>",
+            "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in lines) + "</ul>"]
+
+
 def render_markdown(data: ReportData, document: Mapping[str, Any], figure_files: Mapping[str, str]) -> str:
     def fig(name: str, alt: str) -> list[str]:
         return [f"![{alt}]({figure_files[name]})", ""] if name in figure_files else []
@@ -653,7 +669,10 @@ def render_markdown(data: ReportData, document: Mapping[str, Any], figure_files:
     if data.cards:
         lines += ["## Comparability", "", *[f"**NOT LIKE FOR LIKE:** {_md_cell(w)}" for w in data.card_warnings],
                   "", _md_table(card_rows(data.cards)), ""]
+    failures = failure_lines(document)
     lines += ["## Summary per model × accelerator", "", _md_table(summary_rows(data.summaries)), "",
+              *(["## Queries that could not be answered", "", *[f"- {_md_cell(line)}" for line in failures], ""]
+                if failures else []),
               *_extra_tables_md(data),
               "## Coverage", "", f"{cov.overall.covered} of {cov.overall.queries} queries ({cov.overall.share:.1%}) "
               "are answered correctly by at least one model × accelerator.", "",

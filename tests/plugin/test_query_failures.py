@@ -574,3 +574,17 @@ def test_vllm_fails_only_the_overlong_prompt_of_a_batch():
     assert llm.calls == [3, 1, 1, 1]  # refused as a batch, then one at a time
     with pytest.raises(QueryFailed, match="the prompt is 80 tokens"):
         backend.generate("word " * 80)
+
+
+def test_the_report_lists_the_queries_that_could_not_be_answered(project):
+    pytest.importorskip("matplotlib")
+    from pytest_ipw.cli import main as cli_main
+
+    answers(project, {"q2": "context-overflow"}, wrong=("q5",))
+    assert run(project, "--ipw-on-error=skip").ret == 0
+    assert cli_main(["report", str(project.path / "run.json"), "-o", str(project.path / "report")]) == 0
+    markdown = (project.path / "report" / "summary.md").read_text()
+    html = (project.path / "report" / "index.html").read_text()
+    assert "## Queries that could not be answered" in markdown
+    assert "QUERIES SKIPPED: answers@cpu: 1 query exceeded the context window" in markdown
+    assert "Queries that could not be answered" in html and "QUERIES SKIPPED: answers@cpu" in html
