@@ -149,6 +149,10 @@ class RecordTable:
         column = self._numbers.get(name)
         if column is None:
             values = self._values(name)
+            if values.count(None) == len(values):  # a field no record has (a judge's, the rounds...)
+                column = np.full(len(values), np.nan)
+                self._numbers[name] = column
+                return column
             try:  # the common case, every record has a number (or None: NaN): one C-level conversion
                 column = np.array(values, dtype=np.float64)
             except (TypeError, ValueError):
@@ -400,6 +404,8 @@ def _compact(column: np.ndarray) -> np.ndarray:
 def encode(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     """Codes and first-seen labels of hashable ``values``."""
     labels = list(dict.fromkeys(values))  # few distinct values: C-level, first-seen order
+    if len(labels) <= 1:  # one value throughout (one model, one meter...): no per-record lookup
+        return np.zeros(len(values), dtype=CODE), labels
     number = {label: code for code, label in enumerate(labels)}
     return np.fromiter(map(number.__getitem__, values), dtype=CODE, count=len(values)), labels
 
