@@ -134,8 +134,7 @@ def energy_columns(records: "Sequence[Mapping[str, Any]] | RecordTable") -> tupl
     from pytest_ipw.analysis.table import as_table
 
     table = as_table(records)
-    codes, labels = table.codes("energy_basis", "total")
-    active = np.array([label == "active" for label in labels], dtype=bool)[codes] if labels else np.zeros(0, bool)
+    active = _on_active_basis(table)
     joules, watts = table.numbers("joules"), table.numbers("watts")
     if not active.any():
         return joules, watts
@@ -146,6 +145,15 @@ def energy_columns(records: "Sequence[Mapping[str, Any]] | RecordTable") -> tupl
         raise ValueError(f"record {query_id!r} asks for active energy but has no idle baseline")
     active_watts = np.divide(joules_active, seconds, out=np.zeros(len(table)), where=seconds > 0)
     return np.where(active, joules_active, joules), np.where(active, active_watts, watts)
+
+
+def _on_active_basis(table: "RecordTable") -> Any:
+    """Per record, whether its ``energy_basis`` is active (idle-subtracted); absent means total."""
+    import numpy as np
+
+    codes, labels = table.codes("energy_basis", "total")
+    return np.array([label == "active" for label in labels], dtype=np.bool_)[codes] if labels else \
+        np.zeros(len(table), dtype=np.bool_)
 
 
 def record_energy(record: Mapping[str, Any]) -> tuple[float, float]:
@@ -206,9 +214,8 @@ def phase_columns(records: "Sequence[Mapping[str, Any]] | RecordTable") -> tuple
     prefill, decode = table.numbers("prefill_joules"), table.numbers("decode_joules")
     split = ~(np.isnan(prefill) | np.isnan(decode))
     prefill, decode = np.where(split, prefill, np.nan), np.where(split, decode, np.nan)
-    codes, labels = table.codes("energy_basis", "total")
     idle = table.numbers("idle_watts")
-    active = np.array([label == "active" for label in labels], dtype=bool)[codes] & ~np.isnan(idle)
+    active = _on_active_basis(table) & ~np.isnan(idle)
     if active.any():
         prefill = np.where(active, np.maximum(0.0, prefill - idle * np.nan_to_num(table.numbers("prefill_s"))), prefill)
         decode = np.where(active, np.maximum(0.0, decode - idle * np.nan_to_num(table.numbers("decode_s"))), decode)
@@ -523,15 +530,13 @@ def coverage(records: "Iterable[Mapping[str, Any]] | RecordTable") -> Coverage:
     its last record)."""
     import numpy as np
 
-    from pytest_ipw.analysis.table import as_table
+    from pytest_ipw.analysis.table import as_table, last_positions
 
     table = as_table(records)
     codes, query_ids = table.codes("query_id")
     solved = np.bincount(codes, weights=table.flags("correct"), minlength=len(query_ids)) > 0
     domain_codes, domains = table.codes("domain")
-    last = np.zeros(len(query_ids), dtype=np.int64)
-    np.maximum.at(last, codes, np.arange(len(codes)))  # each query's last record
-    query_domain = domain_codes[last]
+    query_domain = domain_codes[last_positions(codes, len(query_ids))]  # of each query's last record
     covered_by = np.bincount(query_domain, weights=solved, minlength=len(domains))
     total_by = np.bincount(query_domain, minlength=len(domains))
     by_domain = {domains[d]: (int(covered_by[d]), int(total_by[d])) for d in range(len(domains)) if total_by[d]}

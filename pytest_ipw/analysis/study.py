@@ -181,9 +181,8 @@ def _cells(labels: Sequence[str], label_of: Any, covered: Any, among: Any = None
         label_of, covered = label_of[among], covered[among]
     totals = np.bincount(label_of, minlength=len(labels))
     hits = np.bincount(label_of, weights=covered, minlength=len(labels))
-    _, first = np.unique(label_of, return_index=True) if len(label_of) else (None, np.zeros(0, dtype=np.int64))
-    order = np.unique(label_of)[np.argsort(first, kind="stable")] if len(label_of) else []
-    return {labels[k]: Cell(int(hits[k]), int(totals[k])) for k in order}
+    present, first = np.unique(label_of, return_index=True)
+    return {labels[k]: Cell(int(hits[k]), int(totals[k])) for k in present[np.argsort(first, kind="stable")].tolist()}
 
 
 def coverage_analysis(records: "Iterable[Record] | RecordTable", members: Iterable[str] | None = None,
@@ -478,12 +477,11 @@ def _mean_energies(table: "RecordTable", basis: str) -> dict[str, float]:
 
 def model_of_systems(table: "RecordTable") -> dict[str, str]:
     """System -> its model, systems in first-seen order."""
-    import numpy as np
+    from pytest_ipw.analysis.table import last_positions
 
     codes, systems = system_codes(table)
     model_codes, models = table.codes("model")
-    last = np.zeros(len(systems), dtype=np.int64)
-    np.maximum.at(last, codes, np.arange(len(table)))
+    last = last_positions(codes, len(systems))
     return {system: str(models[model_codes[position]]) for system, position in zip(systems, last.tolist())}
 
 

@@ -209,9 +209,7 @@ class RecordTable:
         if self._captured is not None and name in self._captured:
             return self._captured[name]
         if "." in name:  # a field of a nested object, e.g. judge.joules
-            outer, inner = name.split(".", 1)
-            return [value.get(inner) if isinstance(value := record.get(outer), Mapping) else None
-                    for record in self.records]
+            return [field_value(record, name) for record in self.records]
         return [record.get(name) for record in self.records]  # a comprehension: about twice map(methodcaller)
 
     def distinct(self, *names: str, default: Any = ABSENT, rows: Any = None) -> list[tuple[Any, ...]]:
@@ -229,6 +227,11 @@ class RecordTable:
         if name not in self._derived:
             self._derived[name] = make(self)
         return self._derived[name]
+
+    def view(self) -> "TableRecords":
+        """The records as a sequence that comes with this table (``as_table`` of it gives this table back)."""
+        records = self.records
+        return records if isinstance(records, TableRecords) else WholeRecords(self)
 
     def with_labels(self, relabel: Mapping[str, Callable[[Any], Any]],
                     derived: Mapping[str, Any] | None = None) -> "RecordTable":
@@ -271,6 +274,14 @@ class TableRecords(Sequence[Mapping[str, Any]]):
 
     def _record(self, index: int) -> Mapping[str, Any]:
         raise NotImplementedError
+
+
+class WholeRecords(TableRecords):
+    """A table's own records, carried with it (:meth:`RecordTable.view`), so that every function handed them
+    reads the same columns instead of making its own."""
+
+    def _record(self, index: int) -> Mapping[str, Any]:
+        return self.table.records[index]
 
 
 class PartialRecords(TableRecords):
@@ -361,6 +372,7 @@ def concatenate(parts: Iterable[RecordTable], keep_first: int = 0) -> RecordTabl
         for position in np.flatnonzero(whole).tolist():
             kept[count + position] = part.records[position]
         count += len(part)
+
     def joined(columns: list[np.ndarray], dtype: Any) -> np.ndarray:
         return np.concatenate(columns) if columns else np.zeros(0, dtype=dtype)
 
@@ -375,9 +387,8 @@ def columns_table(count: int, numbers: Mapping[str, np.ndarray], flags: Mapping[
                   kept: Mapping[int, Mapping[str, Any]]) -> RecordTable:
     """A table of ``count`` records held only as columns (one for every field of the lists above; text as
     codes and first-seen labels, None among them for absent or null), with the records in ``kept`` whole."""
-    missing = [name for name, held in ((n, numbers) for n in NUMBER_FIELDS) if name not in held] + \
-        [name for name in FLAG_FIELDS if name not in flags] + [name for name in TEXT_FIELDS if name not in codes] + \
-        [name for name in PRESENCE_FIELDS if name not in present]
+    missing = [name for names, held in ((NUMBER_FIELDS, numbers), (FLAG_FIELDS, flags), (TEXT_FIELDS, codes),
+                                        (PRESENCE_FIELDS, present)) for name in names if name not in held]
     if missing:
         raise ValueError(f"a columns-only table needs every aggregated field; missing {', '.join(missing)}")
     table = RecordTable(())
@@ -424,6 +435,13 @@ def as_table(records: "Iterable[Mapping[str, Any]] | RecordTable") -> RecordTabl
     if isinstance(records, TableRecords):
         return records.table
     return RecordTable(records)  # type: ignore[arg-type]
+
+
+def last_positions(codes: np.ndarray, size: int) -> np.ndarray:
+    """For codes 0..size-1: the position of each code's last record."""
+    last = np.zeros(size, dtype=np.int64)
+    np.maximum.at(last, codes, np.arange(len(codes)))
+    return last
 
 
 def group_positions(codes: np.ndarray, size: int) -> list[np.ndarray]:

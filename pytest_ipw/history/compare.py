@@ -233,7 +233,16 @@ def run_energy_basis(document: Mapping[str, Any]) -> str:
 
 class PairKeys:
     """Both runs' :func:`pair_key` of every record as integers in one numbering, so that aligning them is a
-    sort and a search."""
+    sort and a search (:meth:`of` makes them once per pair of tables)."""
+
+    @classmethod
+    def of(cls, baseline: RecordTable, current: RecordTable) -> "PairKeys":
+        """The keys of these two tables, kept with the current one (a comparison asks for them several times)."""
+        made = current.derived("pair keys", lambda _: {})  # id of a baseline -> (that baseline, the keys)
+        found = made.get(id(baseline))
+        if found is None or found[0] is not baseline:
+            found = made[id(baseline)] = (baseline, cls(baseline, current))
+        return found[1]
 
     def __init__(self, baseline: RecordTable, current: RecordTable):
         import numpy as np
@@ -254,7 +263,7 @@ def _pair(baseline: RecordTable, before_rows: Any, current: RecordTable, after_r
     """Align by benchmark and query id (where a run has a query twice, its last record counts)."""
     import numpy as np
 
-    keys = keys or PairKeys(baseline, current)
+    keys = keys or PairKeys.of(baseline, current)
     old, new = keys.baseline[before_rows], keys.current[after_rows]
     order = np.argsort(old, kind="stable")
     ordered = old[order]
@@ -424,7 +433,7 @@ def compare_runs(baseline: Mapping[str, Any], current: Mapping[str, Any], *, alp
     basis = _same_basis(run_energy_basis(baseline), run_energy_basis(current))
     options = {"alpha": alpha, "resamples": resamples, "seed": seed, "basis": basis}
     old_table, new_table = as_table(baseline["records"]), as_table(current["records"])
-    keys = PairKeys(old_table, new_table)
+    keys = PairKeys.of(old_table, new_table)
     old_groups = _system_rows(old_table)
     for scope, rows in _system_rows(new_table).items():
         if scope not in old_groups:

@@ -159,7 +159,7 @@ def _systems_of_both(baseline: Mapping[str, Any], current: Mapping[str, Any]) ->
     import numpy as np
 
     old_table, new_table = as_table(baseline.get("records") or []), as_table(current.get("records") or [])
-    keys = PairKeys(old_table, new_table)
+    keys = PairKeys.of(old_table, new_table)
     found = []
     for table, numbered in ((old_table, keys.baseline), (new_table, keys.current)):
         systems_of: dict[str, _System] = {}
@@ -224,6 +224,9 @@ def compare_documents(baseline: Mapping[str, Any], current: Mapping[str, Any], *
         raise IPWUsageError(
             f"{baseline_label} was saved on machine id {machines[0]}, {current_label} on {machines[1]}: hardware or "
             f"meter differ, so the figures are not comparable. Pass {flags.across_machines} to compare anyway")
+    # each run's records as one table, shared by every step below (pairing, changes, errors, coverage)
+    baseline, current = ({**document, "records": as_table(document.get("records") or []).view()}
+                         for document in (baseline, current))
     result = Comparison(baseline_label, current_label)
     if None not in machines and machines[0] != machines[1]:
         result.notes.append(f"comparing ACROSS MACHINES: baseline {machines[0]}, now {machines[1]}")
@@ -368,6 +371,6 @@ def _say_coverage(result: Comparison, judged: Sequence[SystemCoverage], gates: S
 def _run_coverage(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[int, int]:
     import numpy as np
 
-    keys = PairKeys(as_table(baseline.get("records") or []), as_table(current.get("records") or []))
+    keys = PairKeys.of(as_table(baseline.get("records") or []), as_table(current.get("records") or []))
     before, after = np.unique(keys.baseline), np.unique(keys.current)
     return len(np.intersect1d(before, after, assume_unique=True)), max(len(before), len(after))

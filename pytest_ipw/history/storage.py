@@ -378,6 +378,13 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
             empty = {"", "[]", "{}", "null", "false"} if name in as_text else {""}
             flags[name] = np.array([v is not None and v not in empty for v in values.to_pylist()], dtype=np.bool_)
     present = {name: np.full(count, name in schema.names) for name in PRESENCE_FIELDS}
+    def dictionary_codes(values: Any) -> tuple[Any, list[Any]]:
+        """Codes and first-seen labels of a text column (each label used; None for absent or null)."""
+        encoded = values.dictionary_encode()
+        labels = encoded.dictionary.to_pylist() + ([None] if values.null_count else [])
+        indices = pc.fill_null(encoded.indices, len(labels) - 1).to_numpy(zero_copy_only=False)
+        return np.asarray(indices, dtype=CODE), labels
+
     def nested_codes(name: str) -> tuple[Any, list[Any]]:
         """Codes of a nested field held as labels (meter_flags, energy_parts): only distinct values or
         non-empty rows become Python objects."""
@@ -385,11 +392,9 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
         if values is None or pa.types.is_null(values.type):
             return np.zeros(count, dtype=CODE), [label(None)] if count else []
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):  # JSON text: few distinct
-            encoded = values.dictionary_encode()
-            texts = encoded.dictionary.to_pylist()
-            labels = [label(json.loads(text) if name in as_text else text) for text in texts] + [label(None)]
-            indices = pc.fill_null(encoded.indices, len(labels) - 1).to_numpy(zero_copy_only=False)
-            return merge_equal_labels(np.asarray(indices, dtype=CODE), labels)
+            text_codes, texts = dictionary_codes(values)
+            labels = [label(None if text is None else json.loads(text) if name in as_text else text) for text in texts]
+            return merge_equal_labels(text_codes, labels)
         lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
         filled = np.flatnonzero(lengths > 0)
         filled_codes, filled_labels = encode([label(v) for v in values.take(pa.array(filled)).to_pylist()])
@@ -410,10 +415,7 @@ def _table_from_parquet(parquet: Path, keep_first: int, required: Sequence[str],
         if values is None:
             codes[name] = (np.zeros(count, dtype=CODE), [None] if count else [])
         elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-            encoded = values.dictionary_encode()  # labels in first-seen order, each one used
-            labels = encoded.dictionary.to_pylist() + ([None] if values.null_count else [])  # None: absent or null
-            indices = pc.fill_null(encoded.indices, len(labels) - 1).to_numpy(zero_copy_only=False)
-            codes[name] = (np.asarray(indices, dtype=CODE), labels)
+            codes[name] = dictionary_codes(values)
         else:
             codes[name] = encode(values.to_pylist())
     whole = np.zeros(count, dtype=np.bool_)

@@ -458,10 +458,11 @@ def runs_rows(document: Mapping[str, Any]) -> Table:
     runs = document.get("runs")
     if not runs:
         info = document.get("machine_info", {}) or {}
+        table = as_table(document.get("records", []))
         runs = [{"source": "this run", "host": info.get("node"), "machine_id": document.get("machine_id"),
                  "created_at": document.get("created_at"),
-                 "accelerators": sorted({str(a) for (a,) in as_table(document.get("records", [])).distinct("accelerator")}),
-                 "provenance": sorted({str(p) for (p,) in as_table(document.get("records", [])).distinct("provenance")}),
+                 "accelerators": sorted({str(a) for (a,) in table.distinct("accelerator")}),
+                 "provenance": sorted({str(p) for (p,) in table.distinct("provenance")}),
                  "commit": (document.get("commit_info") or {}).get("id"), "records": len(document.get("records", []))}]
     headers = ["run", "host", "machine id", "created", "commit", "accelerators", "energy", "records"]
     rows = [[r.get("source"), r.get("host"), r.get("machine_id") or "", r.get("created_at") or "",

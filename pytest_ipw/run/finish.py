@@ -26,17 +26,17 @@ class FinishOutcome:
     warnings: list[tuple[type[Warning], str]]  # to issue through pytest's warnings (categories users can filter)
 
 
-def _systems_and_provenance(ipw: IPWSession) -> tuple[list[str], list[str]]:
-    """Every (system, provenance) pair among the run's records."""
-    from pytest_ipw.analysis.metrics import system_codes
-    from pytest_ipw.analysis.table import combine
+def _estimated_systems(ipw: IPWSession) -> list[str]:
+    """The systems with any record whose energy is not measured, sorted."""
+    import numpy as np
 
-    if not len(ipw.table):
-        return [], []
+    from pytest_ipw.analysis.metrics import system_codes
+
     codes, systems = system_codes(ipw.table)
     provenance_codes, provenances = ipw.table.codes("provenance")
-    _, _, first = combine((codes, len(systems)), (provenance_codes, len(provenances)))
-    return [systems[codes[i]] for i in first], [str(provenances[provenance_codes[i]]) for i in first]
+    not_measured = np.array([p != "measured" for p in provenances], dtype=np.bool_)[provenance_codes] \
+        if provenances else np.zeros(len(ipw.table), dtype=np.bool_)
+    return sorted(systems[c] for c in np.unique(codes[not_measured]).tolist())
 
 
 def run_warnings(ipw: IPWSession) -> list[tuple[type[Warning], str]]:
@@ -45,7 +45,7 @@ def run_warnings(ipw: IPWSession) -> list[tuple[type[Warning], str]]:
     from pytest_ipw.core import warnings as w
 
     found: list[tuple[type[Warning], str]] = []
-    estimated = sorted({system for system, provenance in zip(*_systems_and_provenance(ipw)) if provenance != "measured"})
+    estimated = _estimated_systems(ipw)
     if estimated:
         found.append((w.EstimatedEnergyWarning, f"energy of {', '.join(estimated)} is ESTIMATED by a power model, "
                                                 "not measured; run where a power sensor is readable to measure"))
