@@ -212,6 +212,24 @@ class JsonHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _stream(self, events: list[Any]) -> None:
+        """Answer with a server-sent event stream, as OpenAI-compatible servers stream: each event as it is
+        written, then ``[DONE]``. A client that left (a timeout, a stopped run) gets nothing, and nothing is
+        printed: a late write's traceback would land in whatever test runs next."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            for event in events:
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
 
 #: the benchmark most pytester projects run: every selected query through ipw_bench
 BENCHMARK = """

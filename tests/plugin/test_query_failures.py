@@ -147,23 +147,12 @@ class RefusingServer:
                     return self._json(400, {"error": {"message": OVERFLOW_MESSAGE, "code": "context_length_exceeded"}})
                 if "SLOW" in prompt:
                     time.sleep(2.0)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Connection", "close")
-                self.end_headers()
                 events: list[dict[str, Any]] = [{"choices": [{"delta": {"content": "The answer"}}]}]
                 if "BROKEN" in prompt:
                     events.append({"error": {"message": "CUDA error: an illegal memory access"}})
                 events += [{"choices": [{"delta": {"content": " is 4."}, "finish_reason": "stop"}]},
                            {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 5}}]
-                try:
-                    for event in events:
-                        self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-                    self.wfile.write(b"data: [DONE]\n\n")
-                    self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout, a stopped run): nothing to answer, nothing to print
-                self.close_connection = True
+                self._stream(events)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

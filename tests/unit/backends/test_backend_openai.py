@@ -213,10 +213,6 @@ class Stub:
                     return self._json(200, {"model": "stub-model", "choices": [
                         {"message": {"content": stub.answer}, "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": 9, "completion_tokens": len(words)}})
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Connection", "close")
-                self.end_headers()
                 events = [{"model": "stub-model", "choices": [{"delta": {"role": "assistant"}}]}]
                 events += [{"model": "stub-model", "system_fingerprint": "fp_stub", "choices": [
                     {"delta": {"content": (" " if i else "") + w}}]} for i, w in enumerate(words)]
@@ -224,10 +220,7 @@ class Stub:
                 if stub.usage and body.get("stream_options", {}).get("include_usage"):
                     events.append({"model": "stub-model", "choices": [],
                                    "usage": {"prompt_tokens": 9, "completion_tokens": len(words) + 1}})
-                for event in events:
-                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-                    self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
+                self._stream(events)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
