@@ -223,8 +223,11 @@ def load_run_table(path: str | os.PathLike[str], keep_first: int = 0,
         copy = _parquet_copy(prefix, path)
         if copy is not None:  # the run also wrote its records as Parquet: read columns from there
             parquet, stamp = copy
-            table = _table_from_parquet(parquet, keep_first, required, path)
-            if len(table) == stamp.get("records"):
+            try:
+                table = _table_from_parquet(parquet, keep_first, required, path)
+            except (OSError, ValueError, TypeError, NotImplementedError):  # an unreadable copy: the JSON has all
+                table = None
+            if table is not None and len(table) == stamp.get("records"):
                 document = _parse(prefix + _after_records(handle, path, start + len(_RECORDS_START) - 1), path)
                 _check_document(document, path)
                 document["records"] = table.records

@@ -170,3 +170,18 @@ def test_the_standard_parser_and_the_fast_one_read_the_same(tmp_path, monkeypatc
         {k: v for k, v in plain_document.items() if k != "records"}
     assert [s.to_dict() for s in summarize_systems(fast_table)] == [s.to_dict() for s in summarize_systems(plain_table)]
     assert list(fast_document["records"][:10]) == list(plain_document["records"][:10])
+
+
+def test_an_unreadable_parquet_copy_falls_back_to_the_json(tmp_path, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = with_parquet(tmp_path, results(60, seed=9))
+
+    def damaged(*args, **kwargs):
+        raise pa.ArrowInvalid("Parquet magic bytes not found in footer")  # what pyarrow says of a damaged file
+
+    monkeypatch.setattr(pq, "ParquetFile", damaged)
+    read, table = load_run_table(path)
+    expected = RecordTable(load_run(path)["records"])
+    assert [s.to_dict() for s in summarize_systems(table)] == [s.to_dict() for s in summarize_systems(expected)]
